@@ -1,0 +1,1 @@
+"""One module of click commands per concern; cli.py registers them."""
