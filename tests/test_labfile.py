@@ -1,0 +1,129 @@
+"""Lab files: the examples load, and every kind of bad input is one line with Exit.CONFIG."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kexectest.errors import Exit, KexectestError
+from kexectest.labfile import load_lab
+
+ROOT = Path(__file__).resolve().parents[1]
+
+GOOD = """\
+[defaults]
+timeout = 20
+tags = ["all"]
+serial = { baud = 57600 }
+trigger = { login = "root", password_env = "KT_TEST_PW" }
+
+[[machine]]
+name = "a"
+tags = ["x"]
+serial = { url = "socket://127.0.0.1:1" }
+
+[[machine]]
+name = "b"
+serial = "socket://127.0.0.1:2"
+timeout = 5
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "lab.toml"
+    p.write_text(text)
+    return p
+
+
+def config_error(tmp_path: Path, text: str) -> str:
+    with pytest.raises(KexectestError) as info:
+        load_lab(write(tmp_path, text))
+    assert info.value.code == Exit.CONFIG
+    msg = str(info.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_examples_load():
+    lab = load_lab(ROOT / "labs/virtual.toml")
+    shapes = {(m.qemu.machine, m.qemu.memory) for m in lab.machines}
+    assert {"pc", "q35"} == {s[0] for s in shapes}
+    assert any(mem > 3584 for _, mem in shapes) and any(mem >= 5120 for _, mem in shapes)
+    assert {m.load.get("via") for m in lab.machines} >= {"syscall", "kexec-tools"}
+    assert 2 <= len(lab.select("fast")) <= 3
+    assert all(m.kind == "virtual" for m in lab.machines)
+    hw = load_lab(ROOT / "labs/example-hardware.toml")
+    assert {m.kind for m in hw.machines} == {"hardware", "labgrid"}
+
+
+def test_defaults_merge(tmp_path):
+    lab = load_lab(write(tmp_path, GOOD))
+    a, b = lab.machines
+    assert a.tags == ["all", "x"] and b.tags == ["all"]
+    assert a.serial.baud == 57600 and a.serial.url == "socket://127.0.0.1:1"
+    assert b.serial.url == "socket://127.0.0.1:2" and b.serial.baud == 57600
+    assert a.timeout == 20 and b.timeout == 5
+    assert a.trigger.login == "root" and a.where.endswith("lab.toml:7")
+    assert [m.name for m in lab.select("x")] == ["a"]
+    assert [m.name for m in lab.select("b,x")] == ["a", "b"]
+    assert lab.machine("b") is b
+
+
+def test_syntax_error_names_line(tmp_path):
+    msg = config_error(tmp_path, GOOD + "\n[[machine]\nname = 'c'\n")
+    assert "lab.toml:17:10" in msg and "syntax" in msg
+
+
+def test_unknown_key_suggests(tmp_path):
+    msg = config_error(tmp_path, GOOD.replace('timeout = 5', 'timout = 5'))
+    assert "lab.toml:15" in msg and "machine 'b'" in msg and "'timeout'" in msg
+    msg = config_error(tmp_path, GOOD.replace('url = "socket', 'ulr = "socket'))
+    assert "lab.toml:10" in msg and "serial.ulr" in msg and "'url'" in msg
+
+
+def test_duplicate_name(tmp_path):
+    msg = config_error(tmp_path, GOOD.replace('name = "b"', 'name = "a"'))
+    assert "duplicate" in msg and "lab.toml:13" in msg and "lab.toml:7" in msg
+
+
+@pytest.mark.parametrize("name", ["../x", "/", "", "a/b", "..", ".hidden"])
+def test_escaping_names(tmp_path, name):
+    msg = config_error(tmp_path, GOOD.replace('name = "b"', f'name = "{name}"'))
+    assert "lab.toml:" in msg and "name" in msg
+
+
+def test_password_literal_refused(tmp_path):
+    msg = config_error(tmp_path, GOOD.replace('login = "root"', 'login = "root", password = "x"'))
+    assert "password" in msg and "environment variable" in msg and "lab.toml:5" in msg
+
+
+def test_bad_values(tmp_path):
+    assert "trigger.kind" in config_error(tmp_path, GOOD + 'trigger = { kind = "telnet" }\n')
+    assert "qemu.machine" in config_error(
+        tmp_path, '[[machine]]\nname = "v"\nqemu = { machine = "isapc" }\n')
+    assert "serial.url" in config_error(tmp_path, '[[machine]]\nname = "v"\n')
+    assert "must be integer" in config_error(tmp_path, GOOD.replace("timeout = 5", 'retries = "2"'))
+    assert "no [[machine]]" in config_error(tmp_path, "[defaults]\ntimeout = 3\n")
+
+
+def test_missing_env_var_only_at_run_time(tmp_path, monkeypatch):
+    lab = load_lab(write(tmp_path, GOOD))  # loading never needs the secret
+    monkeypatch.delenv("KT_TEST_PW", raising=False)
+    with pytest.raises(KexectestError) as info:
+        lab.machine("a").password()
+    assert info.value.code == Exit.CONFIG
+    assert "KT_TEST_PW" in str(info.value) and "machine 'a'" in str(info.value)
+    monkeypatch.setenv("KT_TEST_PW", "s3cret")
+    assert lab.machine("a").password() == "s3cret"
+
+
+def test_cli_one_line_and_exit_code(tmp_path):
+    bad = write(tmp_path, GOOD.replace('timeout = 5', 'timout = 5'))
+    proc = subprocess.run([sys.executable, "-m", "kexectest", "sweep", str(bad), "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == Exit.CONFIG, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "lab.toml:15" in lines[0] and "Traceback" not in proc.stderr
