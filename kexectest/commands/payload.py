@@ -1,0 +1,187 @@
+"""`kexectest build` and `kexectest inspect`, plus the payload configuration options that
+`load`, `lab run` and sweeps share (one decorator, one translation to `payload.patch`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .. import payload as pl
+
+
+class _IntParam(click.ParamType):
+    """An integer written in decimal or with a 0x prefix (or as plain hex ending in 'h')."""
+
+    name = "INT"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower()
+        try:
+            if text.endswith("h"):
+                return int(text[:-1], 16)
+            return int(text, 0)
+        except ValueError:
+            self.fail(f"{value!r} is not a number (e.g. 0x3f8 or 1016)", param, ctx)
+
+
+INT = _IntParam()
+
+_CONFIG_PARAMS = [
+    click.option("--uart-base", type=INT, default=None,
+                 help="UART I/O base the payload writes to (default 0x3f8, COM1)."),
+    click.option("--baud", type=int, default=None, help="Payload baud rate (divides 115200)."),
+    click.option("--skip", "skip", multiple=True, metavar="STEP",
+                 help="Skip a step (id or number); repeatable."),
+    click.option("--hang-at", default=None, metavar="STEP",
+                 help="Hang on purpose at this step (tests the collector)."),
+    click.option("--reset-at", default=None, metavar="STEP",
+                 help="Triple-fault on purpose at this step (tests the collector)."),
+    click.option("--int19/--no-int19", default=None,
+                 help="Chain to the BIOS bootstrap (int 19h) when done."),
+    click.option("--vga-mirror/--no-vga-mirror", default=None,
+                 help="Mirror the trace to VGA text memory."),
+    click.option("--e9-mirror/--no-e9-mirror", default=None,
+                 help="Mirror the trace to port 0xE9."),
+    click.option("--debug-exit/--no-debug-exit", default=None,
+                 help="Write the debug-exit port when done (QEMU isa-debug-exit)."),
+    click.option("--debug-exit-port", type=INT, default=None,
+                 help="The debug-exit I/O port (default 0xf4); implies --debug-exit."),
+    click.option("--mask-nmi/--no-mask-nmi", default=None, help="Mask NMIs (CMOS port 0x70)."),
+    click.option("--keep-uart/--no-keep-uart", default=None,
+                 help="Leave the UART as the firmware set it up."),
+    click.option("--max-drives", type=int, default=None,
+                 help="Most BIOS hard disks to probe (default 4)."),
+]
+CONFIG_OPTION_NAMES = ("uart_base", "baud", "skip", "hang_at", "reset_at", "int19", "vga_mirror",
+                       "e9_mirror", "debug_exit", "debug_exit_port", "mask_nmi", "keep_uart",
+                       "max_drives")
+
+
+def config_options(func):
+    """Decorator adding every payload configuration option to a click command."""
+    for opt in reversed(_CONFIG_PARAMS):
+        func = opt(func)
+    return func
+
+
+def config_kwargs(options: dict) -> dict:
+    """The keyword arguments for `payload.patch` from a command's parsed options
+    (pass the command's **kwargs; unrelated keys are ignored)."""
+    kw = {k: options.get(k) for k in CONFIG_OPTION_NAMES}
+    port = kw.pop("debug_exit_port")
+    if port is not None and kw["debug_exit"] is not False:
+        kw["debug_exit"] = port
+    kw["skip"] = tuple(kw["skip"] or ())
+    return kw
+
+
+def config_argv(kwargs: dict) -> list[str]:
+    """The inverse of `config_kwargs`: command-line words for `kexectest load` on a target."""
+    argv: list[str] = []
+    if kwargs.get("uart_base") is not None:
+        argv += ["--uart-base", hex(kwargs["uart_base"])]
+    if kwargs.get("baud") is not None:
+        argv += ["--baud", str(kwargs["baud"])]
+    for s in kwargs.get("skip") or ():
+        argv += ["--skip", str(s)]
+    for key in ("hang_at", "reset_at"):
+        if kwargs.get(key) is not None:
+            argv += ["--" + key.replace("_", "-"), str(kwargs[key])]
+    for key in ("int19", "vga_mirror", "e9_mirror", "mask_nmi", "keep_uart", "debug_exit"):
+        val = kwargs.get(key)
+        if val is None:
+            continue
+        flag = key.replace("_", "-")
+        if key == "debug_exit" and not isinstance(val, bool):
+            argv += ["--debug-exit-port", hex(val)]
+        else:
+            argv.append(f"--{flag}" if val else f"--no-{flag}")
+    if kwargs.get("max_drives") is not None:
+        argv += ["--max-drives", str(kwargs["max_drives"])]
+    return argv
+
+
+@click.command("build")
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Where to write the ELF (default build/kexec_test.elf).")
+def build_cmd(out):
+    """Assemble and link the real-mode test payload with binutils."""
+    path = pl.build(out)
+    img = pl.PayloadImage.open(path)
+    click.echo(f"{path}  {len(img.data)} bytes  build-id {img.build_id or '-'}")
+    for level, msg in img.checks():
+        if level == "warning":
+            click.echo(f"warning: {msg}", err=True)
+
+
+def _hex(v: int | None, width: int = 0) -> str:
+    return "-" if v is None else f"0x{v:0{width}x}"
+
+
+def _render(img: pl.PayloadImage, console: Console) -> None:
+    console.print(f"[bold]{img.path}[/]  version {img.version or '-'}")
+    console.print(f"build id {img.build_id or '-'}")
+    console.print(f"sha256   {img.sha256}")
+    console.print(f"entry32  {_hex(img.entry32)}   entry64 {_hex(img.entry64)}   "
+                  f"KT_BASE {_hex(img.kt_base)}")
+
+    seg = Table(title="load segments")
+    for col in ("paddr", "vaddr", "offset", "filesz", "memsz", "flags"):
+        seg.add_column(col, justify="right")
+    for s in img.segments:
+        flags = "".join(c if s.flags & b else "-" for c, b in (("R", 4), ("W", 2), ("X", 1)))
+        seg.add_row(_hex(s.paddr), _hex(s.vaddr), _hex(s.offset), str(s.filesz), str(s.memsz),
+                    flags)
+    console.print(seg)
+
+    cfg = Table(title="config block (kt_config)")
+    cfg.add_column("field")
+    cfg.add_column("value")
+    for key, val in img.config.to_dict().items():
+        if isinstance(val, bool) or val is None or isinstance(val, (str, list)):
+            shown = str(val) if not isinstance(val, list) else (", ".join(map(str, val)) or "-")
+        elif key in ("uart_base", "flags", "debug_exit_port", "pic_mask_master",
+                     "pic_mask_slave"):
+            shown = _hex(val)
+        else:
+            shown = str(val)
+        if key in ("hang_step", "reset_step") and val is not None:
+            shown = f"{val:03d} {img.step_name(val) or '?'}"
+        cfg.add_row(key, shown)
+    console.print(cfg)
+
+    st = Table(title=f"steps ({len(img.steps)})")
+    for col in ("#", "id", "int", "flags", "eax", "ebx", "ecx", "edx", "handler"):
+        st.add_column(col, justify="right" if col not in ("id",) else "left")
+    for s in img.steps:
+        st.add_row(f"{s.index:03d}", s.name, f"{s.int:02X}h" if s.int else "-",
+                   f"{s.flags:04x}", f"{s.eax:08x}", f"{s.ebx:08x}", f"{s.ecx:08x}",
+                   f"{s.edx:08x}", _hex(s.handler) if s.handler else "-")
+    console.print(st)
+
+    style = {"ok": "green", "warning": "yellow", "error": "bold red"}
+    for level, msg in img.checks():
+        console.print(f"[{style[level]}]{level:7}[/] {msg}")
+
+
+@click.command("inspect")
+@click.argument("payload", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (integers as numbers).")
+def inspect_cmd(payload, as_json):
+    """Show a payload ELF: entry points, load segments, config block, steps, build id, checks."""
+    img = pl.PayloadImage.open(payload)
+    if as_json:
+        click.echo(json.dumps(img.to_dict(), indent=2))
+    else:
+        _render(img, Console())
+
+
+def register(group: click.Group) -> None:
+    group.add_command(build_cmd)
+    group.add_command(inspect_cmd)
