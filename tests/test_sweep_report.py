@@ -1,0 +1,152 @@
+"""sweep.json, JUnit XML and the HTML page from synthetic sweep directories (pure units),
+plus the HTML opened in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from kexectest.errors import Exit, KexectestError
+from kexectest.sweep_report import build_sweep, group_failures, load_sweep, write_reports
+
+STEPS = ["state", "mem-12", "e820", "edd-check", "disk-read"]
+E820 = [{"base": 0, "length": 0x9FC00, "type": 1}, {"base": 0x100000, "length": 0xFEE0000, "type": 1}]
+
+
+def report(verdict: str, hang_at: int | None = None, errors=(), e820=E820, sig=None) -> dict:
+    steps = []
+    for i, sid in enumerate(STEPS):
+        if hang_at is not None and i == hang_at:
+            status = "hung"
+        elif hang_at is not None and i > hang_at:
+            status = "not-reached"
+        else:
+            status = "error" if sid in errors else "ok"
+        steps.append({"id": sid, "index": i, "title": sid.upper(), "int": 0x15, "function": 0xE820,
+                      "status": status, "result": {"cf": 1 if status == "error" else 0, "ax": i},
+                      "seconds": 0.01 * (i + 1)})
+    return {"verdict": verdict, "steps": steps, "e820": e820,
+            "hang": {"step": STEPS[hang_at]} if hang_at is not None else None,
+            "signature": sig, "payload": {"version": "0.1.0", "build_id": "ab" * 20}}
+
+
+def make_sweep(root: Path, machines: dict[str, tuple[str, dict | None]]) -> Path:
+    """machines: name -> (verdict, report dict or None for a machine that never ran)."""
+    root.mkdir(parents=True, exist_ok=True)
+    records = []
+    codes = {"completed": 0, "failed-steps": 1, "hung": 3, "reset": 4, "no-output": 5, "error": 14}
+    for name, (verdict, rep) in machines.items():
+        rec = {"machine": name, "kind": "virtual", "tags": ["t"], "verdict": verdict,
+               "exit_code": codes[verdict], "one_line": f"{name} {verdict}", "attempts": 1,
+               "seconds": 4.5}
+        if rep is not None:
+            b = root / name / "bundle"
+            b.mkdir(parents=True)
+            (b / "report.json").write_text(json.dumps(rep))
+            (b / "summary.md").write_text(f"# {name}\n")
+            rec["bundle"] = f"{name}/bundle"
+            rec["tarball"] = f"{name}/bundle.tar.gz"
+        else:
+            rec["error"] = "cannot open socket://127.0.0.1:1: connection refused"
+        records.append(rec)
+    t = time.time()
+    write_reports(root, build_sweep(root, {"name": "synthetic", "path": "x.toml"}, records, t - 9, t))
+    return root
+
+
+HANG_SIG = {"id": "hung:edd-check:seabios", "title": "hung at edd-check"}
+
+
+@pytest.fixture
+def sweep_dir(tmp_path):
+    return make_sweep(tmp_path / "s", {
+        "m-ok": ("completed", report("completed")),
+        "m-fail": ("failed-steps", report("failed-steps", errors=("disk-read",),
+                                          sig={"id": "fs:disk", "title": "disk-read error"})),
+        "m-hang1": ("hung", report("hung", hang_at=3, sig=HANG_SIG)),
+        "m-hang2": ("hung", report("hung", hang_at=3, sig=HANG_SIG)),
+        "m-dead": ("error", None),
+    })
+
+
+def test_sweep_json(sweep_dir):
+    s = load_sweep(sweep_dir)
+    assert s["exit_code"] == 14 and s["worst"] == "error"
+    assert s["counts"] == {"completed": 1, "failed-steps": 1, "hung": 2, "error": 1}
+    m = {x["name"]: x for x in s["machines"]}
+    assert m["m-hang1"]["steps"][3]["status"] == "hung"
+    assert m["m-ok"]["summary"] == "m-ok/bundle/summary.md"
+    assert m["m-dead"]["steps"] == [] and "refused" in m["m-dead"]["error"]
+    groups = group_failures(s["machines"])
+    assert len(groups[0][1]) == 2 and groups[0][0]["id"] == HANG_SIG["id"]
+
+
+def test_exit_code_is_worst_verdict(tmp_path):
+    s = load_sweep(make_sweep(tmp_path / "a", {"a": ("completed", report("completed")),
+                                               "b": ("hung", report("hung", hang_at=2)),
+                                               "c": ("failed-steps", report("failed-steps"))}))
+    assert s["exit_code"] == Exit.HUNG
+    s = load_sweep(make_sweep(tmp_path / "b", {"a": ("completed", report("completed"))}))
+    assert s["exit_code"] == 0
+
+
+def test_load_sweep_bad_input(tmp_path):
+    with pytest.raises(KexectestError) as info:
+        load_sweep(tmp_path)
+    assert info.value.code == Exit.BAD_INPUT and "sweep.json" in str(info.value)
+    (tmp_path / "sweep.json").write_text("{not json")
+    with pytest.raises(KexectestError):
+        load_sweep(tmp_path)
+
+
+def test_junit_parses(sweep_dir):
+    root = ET.parse(sweep_dir / "junit.xml").getroot()
+    assert root.tag == "testsuites"
+    suites = {s.get("name"): s for s in root.findall("testsuite")}
+    assert set(suites) == {"m-ok", "m-fail", "m-hang1", "m-hang2", "m-dead"}
+    hang = suites["m-hang1"]
+    cases = {c.get("name"): c for c in hang.findall("testcase")}
+    assert set(cases) == {"verdict", "000 state", "001 mem-12", "002 e820", "003 edd-check",
+                          "004 disk-read"}
+    assert cases["verdict"].find("failure").get("message") == "m-hang1 hung"
+    assert cases["003 edd-check"].find("failure") is not None
+    assert cases["004 disk-read"].find("skipped") is not None
+    assert cases["000 state"].find("failure") is None
+    assert suites["m-dead"].find("testcase/error") is not None
+    assert int(root.get("tests")) == 1 + 4 * 6 and int(root.get("errors")) == 1
+    assert int(suites["m-fail"].get("failures")) == 2
+
+
+def test_html_self_contained(sweep_dir):
+    text = (sweep_dir / "report.html").read_text()
+    assert "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert "https://" not in text and "<script" not in text and "<link" not in text
+    assert "same hung on 2 machines" in text
+    assert 'href="m-ok/bundle/summary.md"' in text and 'href="m-ok/bundle.tar.gz"' in text
+    assert "<svg" in text and "004 disk-read" in text
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="Debian's chromium is not installed")
+def test_html_in_headless_chromium(sweep_dir, tmp_path):
+    proc = subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+         (sweep_dir / "report.html").as_uri()],
+        capture_output=True, text=True, timeout=120)
+    dom = proc.stdout
+    assert 'id="matrix"' in dom, proc.stderr[-2000:]
+    for name, verdict in [("m-ok", "completed"), ("m-hang1", "hung"), ("m-dead", "error")]:
+        assert f'data-machine="{name}" data-verdict="{verdict}"' in dom
+    assert dom.count('data-status="hung"') == 2
+    assert 'id="timing"' in dom and 'id="failures"' in dom
