@@ -1,0 +1,315 @@
+"""The "before" snapshot: the running kernel's view of the firmware, printed on the target's
+console just before kexec, so the collector can set the BIOS's answers after kexec beside them.
+
+Each line stands alone (`KTSNAP <kind> key=value ... ~CCCC`, docs/snapshot-format.md): the block
+crosses a serial console shared with printk, so a line may be cut, interleaved or prefixed, and
+the parser keeps every line it can verify and drops the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+
+from .trace import checksum
+
+PREFIX = "KTSNAP"
+VERSION = 1
+EDD_KEYS = (
+    "mbr_signature", "sectors", "default_cylinders", "default_heads", "default_sectors_per_track",
+    "legacy_max_cylinder", "legacy_max_head", "legacy_sectors_per_track", "extensions",
+    "interface", "host_bus", "version", "info_flags",
+)
+DMI_KEYS = (
+    "sys_vendor", "product_name", "product_version", "bios_vendor", "bios_version", "bios_date",
+    "board_vendor", "board_name",
+)
+_E820_RE = re.compile(r"BIOS-e820: \[mem 0x([0-9a-fA-F]+)-0x([0-9a-fA-F]+)\] (.+?)\s*$")
+_BARE_RE = re.compile(r'^[!#-\[\]-~]+$')  # printable ASCII without space, '"' and '\'
+_FIELD_RE = re.compile(r'([A-Za-z0-9_.-]+)=("(?:[^"\\]|\\.)*"|[^\s"]*)')
+_ESC_RE = re.compile(r'\\(x[0-9a-fA-F]{2}|.)')
+
+
+# ---------------------------------------------------------------------------------------------
+# collecting (on the machine under test)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(errors="replace").strip()
+    except OSError:
+        return None
+
+
+def read_memmap(root: Path = Path("/sys/firmware/memmap")) -> list[dict]:
+    """The firmware map as the kernel kept it at boot (CONFIG_FIRMWARE_MEMMAP)."""
+    out = []
+    try:
+        dirs = sorted((d for d in root.iterdir() if d.name.isdigit()), key=lambda d: int(d.name))
+    except OSError:
+        return out
+    for d in dirs:
+        start, end, kind = (_read(d / n) for n in ("start", "end", "type"))
+        if start is None or end is None:
+            continue
+        try:
+            out.append({"start": int(start, 0), "end": int(end, 0), "type": kind or ""})
+        except ValueError:
+            continue
+    return out
+
+
+def _kmsg_messages(limit: int = 200_000) -> list[str] | None:
+    """Every record still in the kernel log via /dev/kmsg (non-blocking), or None."""
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    msgs = []
+    try:
+        while len(msgs) < limit:
+            try:
+                rec = os.read(fd, 16384)
+            except BlockingIOError:
+                break
+            except BrokenPipeError:
+                continue  # a record was overwritten while we read: carry on with the next
+            except OSError:
+                break
+            if not rec:
+                break
+            head, _, msg = rec.decode("utf-8", "replace").partition(";")
+            msgs.append(msg.split("\n", 1)[0])
+    finally:
+        os.close(fd)
+    return msgs
+
+
+def read_e820() -> tuple[list[dict], str]:
+    """The boot-time BIOS-e820 lines from the kernel log: (entries, source)."""
+    msgs, source = _kmsg_messages(), "kmsg"
+    if msgs is None:
+        try:
+            proc = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=10,
+                                  errors="replace")
+            msgs, source = (proc.stdout.splitlines(), "dmesg") if proc.returncode == 0 else ([], "none")
+        except (OSError, subprocess.TimeoutExpired):
+            msgs, source = [], "none"
+    out = []
+    for m in msgs:
+        hit = _E820_RE.search(m)
+        if hit:
+            out.append({"start": int(hit[1], 16), "end": int(hit[2], 16), "type": hit[3]})
+    if not out and source != "none":
+        source += "-empty"
+    return out, source
+
+
+def read_edd(root: Path = Path("/sys/firmware/edd")) -> dict[str, dict[str, str]]:
+    """int13_devXX attributes the kernel got from the BIOS at boot (CONFIG_EDD)."""
+    out: dict[str, dict[str, str]] = {}
+    try:
+        devs = sorted(d for d in root.iterdir() if d.name.startswith("int13_dev"))
+    except OSError:
+        return out
+    for d in devs:
+        vals = {}
+        for key in EDD_KEYS:
+            v = _read(d / key)
+            if v is not None:
+                vals[key] = "; ".join(x.strip() for x in v.splitlines() if x.strip())
+        out[d.name[len("int13_dev"):]] = vals
+    return out
+
+
+def read_dmi(root: Path = Path("/sys/class/dmi/id")) -> dict[str, str]:
+    return {k: v for k in DMI_KEYS if (v := _read(root / k)) is not None}
+
+
+def collect() -> dict:
+    """The snapshot as a dict, in the shape `parse_snapshot` returns."""
+    uname = platform.uname()
+    e820, e820_source = read_e820()
+    snap = {
+        "version": VERSION,
+        "kernel": {"release": uname.release, "machine": uname.machine,
+                   "cmdline": _read(Path("/proc/cmdline")) or ""},
+        "boot_mode": "efi" if Path("/sys/firmware/efi").exists() else "bios",
+        "memmap": read_memmap(),
+        "e820": e820,
+        "e820_source": e820_source,
+        "edd": read_edd(),
+        "dmi": read_dmi(),
+    }
+    snap["basemem_kib"], snap["basemem_source"] = basemem(snap)
+    return snap
+
+
+def basemem(snap: dict) -> tuple[int | None, str | None]:
+    """Conventional memory in KiB from the first usable range at 0 (what int 12h should say)."""
+    for key, usable in (("e820", "usable"), ("memmap", "System RAM")):
+        for e in snap.get(key) or ():
+            if e["start"] == 0 and e["type"] == usable:
+                return min(e["end"] + 1, 0xA0000) // 1024, key
+    return None, None
+
+
+# ---------------------------------------------------------------------------------------------
+# formatting
+
+
+def quote(value: str) -> str:
+    """A value as printed: bare when safe, else "double-quoted" with \\\\, \\" and \\xNN."""
+    if value and _BARE_RE.match(value):
+        return value
+    out = []
+    for ch in value:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif " " <= ch <= "~":
+            out.append(ch)
+        else:
+            out.extend(f"\\x{b:02x}" for b in ch.encode("utf-8"))
+    return '"' + "".join(out) + '"'
+
+
+def unquote(token: str) -> str:
+    if not (len(token) >= 2 and token[0] == token[-1] == '"'):
+        return token
+    raw = bytearray()
+    pos = 0
+    body = token[1:-1]
+    for m in _ESC_RE.finditer(body):
+        raw += body[pos:m.start()].encode("utf-8")
+        esc = m[1]
+        raw += bytes([int(esc[1:], 16)]) if len(esc) == 3 and esc[0] == "x" else esc.encode()
+        pos = m.end()
+    raw += body[pos:].encode("utf-8")
+    return raw.decode("utf-8", "replace")
+
+
+def _line(kind: str, fields: Iterable[tuple[str, object]]) -> str:
+    body = " ".join([PREFIX, kind] + [f"{k}={quote(str(v))}" for k, v in fields])
+    return f"{body} ~{checksum(body.encode('ascii')):04X}"
+
+
+def format_lines(snap: dict) -> list[str]:
+    """The printed block for a snapshot dict (from `collect`)."""
+    lines = [_line("begin", [("v", VERSION)])]
+    k = snap.get("kernel", {})
+    lines.append(_line("kernel", [(n, k.get(n, "")) for n in ("release", "machine", "cmdline")]))
+    lines.append(_line("boot", [("mode", snap.get("boot_mode", ""))]))
+    for key in ("memmap", "e820"):
+        for i, e in enumerate(snap.get(key) or ()):
+            lines.append(_line(key, [("i", i), ("start", hex(e["start"])), ("end", hex(e["end"])),
+                                     ("type", e["type"])]))
+    lines.append(_line("e820-source", [("kind", snap.get("e820_source") or "none")]))
+    for dev, vals in sorted((snap.get("edd") or {}).items()):
+        lines.append(_line("edd", [("dev", dev)] + list(vals.items())))
+    if snap.get("dmi"):
+        lines.append(_line("dmi", snap["dmi"].items()))
+    if snap.get("basemem_kib") is not None:
+        lines.append(_line("basemem", [("kib", snap["basemem_kib"]),
+                                       ("source", snap.get("basemem_source"))]))
+    lines.append(_line("end", [("lines", len(lines) + 1)]))
+    return lines
+
+
+def snapshot_lines() -> list[str]:
+    return format_lines(collect())
+
+
+# ---------------------------------------------------------------------------------------------
+# parsing (on the collector)
+
+
+def _verify(raw: str) -> tuple[str, dict[str, str]] | None | bool:
+    """(kind, fields) for a good line, False for a damaged KTSNAP line, None for other text."""
+    pos = raw.find(PREFIX + " ")
+    if pos < 0:
+        return None
+    text = raw[pos:].rstrip("\r\n\t \0")
+    body, sep, cs = text.rpartition(" ~")
+    if not sep or len(cs) != 4:
+        return False
+    try:
+        if int(cs, 16) != checksum(body.encode("utf-8", "replace")):
+            return False
+    except ValueError:
+        return False
+    parts = body.split(" ", 2)
+    if len(parts) < 2:
+        return False
+    rest = parts[2] if len(parts) > 2 else ""
+    fields = {m[1]: unquote(m[2]) for m in _FIELD_RE.finditer(rest)}
+    return parts[1], fields
+
+
+def _int(v: str | None) -> int | None:
+    if v is None:
+        return None
+    try:
+        return int(v, 0)
+    except ValueError:
+        return None
+
+
+def _maybe_int(v: str):
+    return n if re.fullmatch(r"\d+|0x[0-9a-fA-F]+", v) and (n := _int(v)) is not None else v
+
+
+def parse_snapshot(lines: Iterable[str]) -> dict | None:
+    """The last snapshot block found in console text, or None when there is none.
+
+    Tolerant: lines may carry a console prefix or timestamps, CRs and NULs; damaged lines are
+    counted in "bad_lines" and skipped; a block cut short has "complete": False.
+    """
+    snap: dict | None = None
+    bad = seen = 0
+    for raw in lines:
+        if isinstance(raw, bytes):
+            raw = raw.decode("utf-8", "replace")
+        got = _verify(raw)
+        if got is None:
+            continue
+        if got is False:
+            bad += 1
+            continue
+        kind, f = got
+        seen += 1
+        if kind == "begin" or snap is None:
+            snap = {"version": _int(f.get("v")) if kind == "begin" else None, "complete": False,
+                    "kernel": {}, "boot_mode": None, "memmap": [], "e820": [],
+                    "e820_source": None, "edd": {}, "dmi": {}, "basemem_kib": None,
+                    "basemem_source": None, "bad_lines": 0}
+            bad, seen = 0, 1
+            if kind == "begin":
+                continue
+        if kind == "kernel":
+            snap["kernel"] = f
+        elif kind == "boot":
+            snap["boot_mode"] = f.get("mode")
+        elif kind in ("memmap", "e820"):
+            start, end = _int(f.get("start")), _int(f.get("end"))
+            if start is not None and end is not None:
+                snap[kind].append({"start": start, "end": end, "type": f.get("type", "")})
+        elif kind == "e820-source":
+            snap["e820_source"] = f.get("kind")
+        elif kind == "edd":
+            dev = f.pop("dev", "?")
+            snap["edd"][dev] = {k: _maybe_int(v) for k, v in f.items()}
+        elif kind == "dmi":
+            snap["dmi"] = f
+        elif kind == "basemem":
+            snap["basemem_kib"], snap["basemem_source"] = _int(f.get("kib")), f.get("source")
+        elif kind == "end":
+            # complete only when no line of the block went missing
+            snap["complete"] = _int(f.get("lines")) == seen
+        snap["bad_lines"] = bad
+    if snap is not None:
+        snap["bad_lines"] = bad
+    return snap
