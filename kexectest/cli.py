@@ -13,6 +13,7 @@ from .errors import Exit, KexectestError
 # Each module defines click commands and a `register(group)` function.
 COMMAND_MODULES = [
     "kexectest.commands.payload",
+    "kexectest.commands.load",
 ]
 
 EXIT_HELP = "\n".join(

@@ -1,0 +1,307 @@
+"""Loading the payload into the running kernel for kexec, on the machine under test (as root).
+
+Two paths: the raw `kexec_load` syscall through ctypes (no purgatory: the payload is entered
+in the kernel's own mode, 64-bit on x86_64), and kexec-tools' `kexec -l --type=elf-x86`.
+Preflight explains every refusal in one line before the kernel's bare errno would.
+Facts behind the numbers: /work/shared/notes/kexec-abi.md.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno as errno_mod
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import Exit, KexectestError
+from .payload import PayloadImage, page_ceil, page_floor
+
+KEXEC_ARCH_DEFAULT = 0
+CAP_SYS_BOOT = 22
+LINUX_REBOOT_MAGIC1 = 0xFEE1DEAD
+LINUX_REBOOT_MAGIC2 = 672274793
+LINUX_REBOOT_CMD_KEXEC = 0x45584543
+KEXEC_SEGMENT_MAX = 16
+# Syscall numbers by the process's own ABI (a 32-bit Python on a 64-bit kernel uses i386's).
+SYSCALLS = {"x86_64": {"kexec_load": 246, "reboot": 169}, "i386": {"kexec_load": 283, "reboot": 88}}
+I386_MACHINES = ("i386", "i486", "i586", "i686")
+
+
+@dataclass(frozen=True)
+class KexecSegment:
+    """One page-aligned segment as handed to kexec_load: `buf` is padded to whole pages
+    where the ELF segment did not start on one."""
+
+    mem: int
+    memsz: int
+    buf: bytes
+
+    @property
+    def end(self) -> int:
+        return self.mem + self.memsz
+
+
+def align_segment(paddr: int, data: bytes, memsz: int) -> KexecSegment:
+    """Round the start down and the end up to pages; the buffer gains leading zeros."""
+    mem = page_floor(paddr)
+    lead = paddr - mem
+    end = page_ceil(paddr + max(memsz, len(data)))
+    return KexecSegment(mem, end - mem, bytes(lead) + data)
+
+
+def plan_segments(parts: list[tuple[int, bytes, int]]) -> list[KexecSegment]:
+    """Aligned segments for (paddr, file bytes, memsz) parts; parts that share a page after
+    rounding are merged, since kexec_load refuses overlapping segments."""
+    segs = sorted((align_segment(*p) for p in parts if max(p[2], len(p[1])) > 0),
+                  key=lambda s: s.mem)
+    out: list[KexecSegment] = []
+    for s in segs:
+        if out and s.mem < out[-1].end:
+            prev = out.pop()
+            buf = bytearray(prev.buf.ljust(s.mem - prev.mem + len(s.buf), b"\0"))
+            # the later part's bytes win only where it has file data (bss pads are zeros)
+            off = s.mem - prev.mem
+            for i, b in enumerate(s.buf):
+                if b or off + i >= len(prev.buf):
+                    buf[off + i] = b
+            end = max(prev.end, s.end)
+            s = KexecSegment(prev.mem, end - prev.mem, bytes(buf))
+        out.append(s)
+    return out
+
+
+def image_segments(img: PayloadImage) -> list[KexecSegment]:
+    return plan_segments([(s.paddr, img.data[s.offset:s.offset + s.filesz], s.memsz)
+                          for s in img.segments])
+
+
+def kernel_machine() -> str:
+    return os.uname().machine
+
+
+def entry_for(img: PayloadImage, machine: str | None = None) -> int:
+    """The payload's entry for this kernel: 64-bit on x86_64, 32-bit on i386."""
+    machine = machine or kernel_machine()
+    if machine == "x86_64":
+        if img.entry64 is None:
+            raise KexectestError(f"{img.path}: no kt_entry64 symbol, needed for kexec_load on an "
+                                 "x86_64 kernel (try --via kexec-tools)", Exit.KEXEC_REFUSED)
+        return img.entry64
+    if machine in I386_MACHINES:
+        return img.entry32
+    raise KexectestError(f"kexec of this payload needs an x86 kernel, this one is {machine}",
+                         Exit.KEXEC_REFUSED)
+
+
+# ---------------------------------------------------------------------------------------------
+# preflight
+
+
+@dataclass
+class HostFacts:
+    """What decides whether the kernel will take a kexec image; read once, passed around, so the
+    message logic is testable without the files."""
+
+    euid: int
+    cap_sys_boot: bool
+    load_disabled: bool | None
+    lockdown: str | None          # none / integrity / confidentiality, None if unknown
+    kexec_in_kernel: bool | None  # /sys/kernel/kexec_loaded present
+    load_limit_spent: bool
+    efi: bool
+    memmap: list[dict]            # /sys/firmware/memmap entries (start, end inclusive, type)
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def read_facts() -> HostFacts:
+    cap = False
+    for line in (_read("/proc/self/status") or "").splitlines():
+        if line.startswith("CapEff:"):
+            cap = bool(int(line.split()[1], 16) >> CAP_SYS_BOOT & 1)
+    disabled = _read("/proc/sys/kernel/kexec_load_disabled")
+    lock = _read("/sys/kernel/security/lockdown")
+    current = None
+    if lock:
+        current = next((w[1:-1] for w in lock.split() if w.startswith("[")), None)
+    spent = any(_read(f"/proc/sys/kernel/kexec_load_limit_{k}") == "0" for k in ("reboot",))
+    kexec_in_kernel = Path("/sys/kernel/kexec_loaded").exists() if Path("/sys/kernel").exists() \
+        else None
+    from .snapshot import read_memmap
+    return HostFacts(
+        euid=os.geteuid(), cap_sys_boot=cap,
+        load_disabled=None if disabled is None else disabled == "1",
+        lockdown=current, kexec_in_kernel=kexec_in_kernel, load_limit_spent=spent,
+        efi=Path("/sys/firmware/efi").exists(), memmap=read_memmap())
+
+
+def check_ranges(segs: list[KexecSegment], memmap: list[dict]) -> list[tuple[str, str]]:
+    """Each segment must lie inside one "System RAM" range and touch no other range."""
+    out = []
+    if not memmap:
+        return [("warning", "no /sys/firmware/memmap: cannot check the segments against RAM")]
+    for s in segs:
+        lo, hi = s.mem, s.end - 1
+        where = f"segment {lo:#x}-{hi:#x}"
+        clash = [e for e in memmap if e["type"] != "System RAM" and e["start"] <= hi
+                 and lo <= e["end"]]
+        if clash:
+            e = clash[0]
+            out.append(("error", f"{where} overlaps {e['type']} memory "
+                                 f"{e['start']:#x}-{e['end']:#x}"))
+        elif not any(e["type"] == "System RAM" and e["start"] <= lo and hi <= e["end"]
+                     for e in memmap):
+            out.append(("error", f"{where} is not inside System RAM (/sys/firmware/memmap)"))
+    return out
+
+
+def preflight(facts: HostFacts, segs: list[KexecSegment] | None, via: str) -> list[tuple[str, str]]:
+    """(level, message) list; any "error" means the kernel would refuse."""
+    out: list[tuple[str, str]] = []
+    if not facts.cap_sys_boot:
+        if facts.euid != 0:
+            out.append(("error", f"not root (euid {facts.euid}): kexec needs CAP_SYS_BOOT; "
+                                 "run as root"))
+        else:
+            out.append(("error", "root without CAP_SYS_BOOT (a container or a capability "
+                                 "bounding set drops it): kexec is not allowed here"))
+    if facts.kexec_in_kernel is False:
+        out.append(("error", "this kernel has no kexec support (no /sys/kernel/kexec_loaded; "
+                             "needs CONFIG_KEXEC)"))
+    if facts.load_disabled:
+        out.append(("error", "kexec is disabled: /proc/sys/kernel/kexec_load_disabled is 1 "
+                             "(only a reboot clears it)"))
+    if facts.lockdown in ("integrity", "confidentiality"):
+        out.append(("error", f"kernel lockdown is '{facts.lockdown}' (often from UEFI Secure "
+                             "Boot): kexec_load of an unsigned image is refused"))
+    if facts.load_limit_spent:
+        out.append(("error", "kexec_load_limit_reboot is 0: no more kexec loads allowed"))
+    if facts.efi:
+        out.append(("warning", "booted through UEFI: unless the firmware has a CSM, the payload "
+                               "will find no BIOS to call"))
+    if segs is not None:
+        if len(segs) > KEXEC_SEGMENT_MAX:
+            out.append(("error", f"{len(segs)} segments; kexec_load takes at most 16"))
+        out += check_ranges(segs, facts.memmap)
+    if via == "kexec-tools" and shutil.which("kexec") is None:
+        out.append(("error", "kexec-tools not installed ('kexec' not found: apt-get install "
+                             "kexec-tools), or use --via syscall"))
+    return out
+
+
+def explain_errno(err: int, facts: HostFacts | None = None) -> str:
+    """What a kexec_load errno means here, naming the cause where the facts tell it."""
+    if err == errno_mod.EPERM:
+        reasons = []
+        if facts is not None:
+            if not facts.cap_sys_boot:
+                reasons.append("no CAP_SYS_BOOT (not root?)")
+            if facts.load_disabled:
+                reasons.append("kexec_load_disabled is 1")
+            if facts.lockdown in ("integrity", "confidentiality"):
+                reasons.append(f"lockdown={facts.lockdown}")
+            if facts.load_limit_spent:
+                reasons.append("kexec_load_limit_reboot spent")
+        why = "; ".join(reasons) if reasons else ("no CAP_SYS_BOOT, kexec_load_disabled, "
+                                                  "lockdown or a spent kexec_load_limit")
+        return f"kexec_load: operation not permitted ({why})"
+    return {
+        errno_mod.ENOSYS: "kexec_load: this kernel has no kexec_load (built without "
+                          "CONFIG_KEXEC, or blocked by seccomp)",
+        errno_mod.EBUSY: "kexec_load: another kexec load or unload is in progress (EBUSY); "
+                         "try again",
+        errno_mod.EINVAL: "kexec_load: the kernel rejected the image (EINVAL: bad flags or "
+                          "architecture, more than 16 segments, or a segment larger than its "
+                          "memory size)",
+        errno_mod.EADDRNOTAVAIL: "kexec_load: a segment is not page-aligned or lies outside "
+                                 "the memory the kernel can use (EADDRNOTAVAIL)",
+        errno_mod.ENOMEM: "kexec_load: out of memory while staging the image, or a segment "
+                          "overlaps memory the kernel keeps (ENOMEM)",
+        errno_mod.EFAULT: "kexec_load: bad segment buffer address (EFAULT)",
+        errno_mod.EACCES: "kexec_load: refused by a security module (EACCES)",
+    }.get(err, f"kexec_load failed: {os.strerror(err)} (errno {err})")
+
+
+# ---------------------------------------------------------------------------------------------
+# the syscalls
+
+
+class _Segment(ctypes.Structure):
+    _fields_ = [("buf", ctypes.c_void_p), ("bufsz", ctypes.c_size_t),
+                ("mem", ctypes.c_void_p), ("memsz", ctypes.c_size_t)]
+
+
+def _syscall_numbers() -> dict[str, int]:
+    abi = "x86_64" if ctypes.sizeof(ctypes.c_void_p) == 8 else "i386"
+    if kernel_machine() not in ("x86_64",) + I386_MACHINES:
+        raise KexectestError(f"kexec of this payload needs an x86 kernel, this one is "
+                             f"{kernel_machine()}", Exit.KEXEC_REFUSED)
+    return SYSCALLS[abi]
+
+
+def _libc():
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    return libc
+
+
+def kexec_load(entry: int, segs: list[KexecSegment], facts: HostFacts | None = None) -> None:
+    """The raw syscall; nr_segments 0 (an empty list) unloads."""
+    nr = _syscall_numbers()["kexec_load"]
+    keep = [ctypes.create_string_buffer(s.buf, len(s.buf)) for s in segs]
+    arr = (_Segment * max(len(segs), 1))()
+    for i, (s, b) in enumerate(zip(segs, keep)):
+        arr[i] = _Segment(ctypes.cast(b, ctypes.c_void_p), len(s.buf), s.mem, s.memsz)
+    libc = _libc()
+    ctypes.set_errno(0)
+    rc = libc.syscall(ctypes.c_long(nr), ctypes.c_ulong(entry), ctypes.c_ulong(len(segs)),
+                      arr if segs else None, ctypes.c_ulong(KEXEC_ARCH_DEFAULT))
+    if rc != 0:
+        raise KexectestError(explain_errno(ctypes.get_errno(), facts), Exit.KEXEC_REFUSED)
+
+
+def unload(facts: HostFacts | None = None) -> None:
+    kexec_load(0, [], facts)
+
+
+def reboot_kexec() -> None:
+    """Jump into the loaded image. Only returns (with an error) if the kernel refuses."""
+    os.sync()
+    nr = _syscall_numbers()["reboot"]
+    libc = _libc()
+    rc = libc.syscall(ctypes.c_long(nr), ctypes.c_uint(LINUX_REBOOT_MAGIC1),
+                      ctypes.c_uint(LINUX_REBOOT_MAGIC2), ctypes.c_uint(LINUX_REBOOT_CMD_KEXEC),
+                      None)
+    err = ctypes.get_errno()
+    raise KexectestError(f"reboot(KEXEC) returned {rc}: {os.strerror(err)}", Exit.KEXEC_REFUSED)
+
+
+def load_kexec_tools(elf: Path) -> None:
+    exe = shutil.which("kexec")
+    if exe is None:
+        raise KexectestError("kexec-tools not installed ('kexec' not found: apt-get install "
+                             "kexec-tools)", Exit.MISSING_TOOL)
+    proc = subprocess.run([exe, "-l", str(elf), "--type=elf-x86"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        msg = next((ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()),
+                   f"exit status {proc.returncode}")
+        raise KexectestError(f"kexec -l failed: {msg}", Exit.KEXEC_REFUSED)
+
+
+def exec_kexec_tools() -> None:
+    exe = shutil.which("kexec")
+    if exe is None:
+        raise KexectestError("kexec-tools not installed ('kexec' not found)", Exit.MISSING_TOOL)
+    os.sync()
+    proc = subprocess.run([exe, "-e"], capture_output=True, text=True)
+    msg = next((ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()),
+               f"exit status {proc.returncode}")
+    raise KexectestError(f"kexec -e returned: {msg}", Exit.KEXEC_REFUSED)
