@@ -14,6 +14,7 @@ from .errors import Exit, KexectestError
 COMMAND_MODULES = [
     "kexectest.commands.payload",
     "kexectest.commands.load",
+    "kexectest.commands.sweep",
 ]
 
 EXIT_HELP = "\n".join(
