@@ -1,0 +1,566 @@
+"""The virtual lab's guest image: a Debian kernel, a busybox initramfs, and disks with known bytes.
+
+Built from distribution packages on the host (never installed): the kernel comes from Debian's
+`linux-image-*-amd64` (apt-get download + dpkg -x), busybox-static and kexec-tools from the host.
+The guest mounts the host's `/` read-only over 9p and runs the host's own kexectest through a
+chroot, so the lab always tests the code in this tree without packing a Python.
+
+Everything lands in a cache directory named by a hash of the inputs: a second build with the same
+inputs is a no-op (see `build_image`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import lzma
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from elftools.elf.elffile import ELFFile
+
+from ..errors import Exit, KexectestError
+
+RECIPE_VERSION = 4  # bump whenever the guest layout below changes: it invalidates every cache
+PASSWORD = "kexectest"
+LOGIN = "root"
+HOSTNAME = "kexectest-lab"
+CMDLINE = "console=ttyS0,115200 panic=-1"
+SECTOR = 512
+DISK_SECTORS = 16 * 1024 * 1024 // SECTOR
+DISK_SIGNATURES = (0x4B545330, 0x4B545331)  # 'KTS0', 'KTS1' as little-endian dwords at 0x1B8
+MAX_DISKS = len(DISK_SIGNATURES)
+META_PACKAGE = "linux-image-amd64"
+# 9p over virtio; the load order is worked out from each module's `depends=`
+MODULES = ("virtio_ring", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio", "virtio_pci",
+           "9pnet", "9pnet_virtio", "netfs", "fscache", "9p")
+MIN_FREE_BYTES = 200 * 1024 * 1024
+REPO = Path(__file__).resolve().parents[2]
+BOOTSECTOR_SRC = REPO / "payloads" / "bootsector.S"
+
+
+@dataclass
+class LabImage:
+    """What QEMU needs to boot the lab guest, and how to log in to it."""
+
+    kernel: Path
+    initrd: Path
+    disks: list[Path]
+    cmdline: str
+    password: str
+    venv: Path
+    login: str = LOGIN
+    kernel_version: str = ""
+    directory: Path | None = None
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        return {k: ([str(x) for x in v] if isinstance(v, list) else
+                    str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "LabImage":
+        return cls(kernel=Path(d["kernel"]), initrd=Path(d["initrd"]),
+                   disks=[Path(p) for p in d["disks"]], cmdline=d["cmdline"],
+                   password=d["password"], venv=Path(d["venv"]), login=d.get("login", LOGIN),
+                   kernel_version=d.get("kernel_version", ""),
+                   directory=Path(d["directory"]) if d.get("directory") else None)
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+def cache_root() -> Path:
+    """$KEXECTEST_CACHE, else ~/.cache/kexectest/lab."""
+    env = os.environ.get("KEXECTEST_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "kexectest" / "lab"
+
+
+def _tool(name: str, package: str) -> str:
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin:/bin")
+    if not path:
+        raise KexectestError(f"lab build: `{name}` not found (apt-get install {package})",
+                             Exit.MISSING_TOOL)
+    return path
+
+
+def _run(argv: list[str], stage: str, **kw) -> str:
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, **kw)
+    except OSError as exc:
+        raise KexectestError(f"lab build: {stage}: {exc}", Exit.LAB_BUILD) from None
+    if p.returncode != 0:
+        last = (p.stderr.strip() or p.stdout.strip()).splitlines()[-1:] or ["(no output)"]
+        raise KexectestError(f"lab build: {stage} failed: {last[0]}", Exit.LAB_BUILD)
+    return p.stdout
+
+
+def _check_space(path: Path, need: int = MIN_FREE_BYTES) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(path).free
+    if free < need:
+        raise KexectestError(f"lab build: only {free // 2**20} MiB free in {path}, "
+                             f"need {need // 2**20} MiB (set KEXECTEST_CACHE elsewhere)",
+                             Exit.NO_SPACE)
+
+
+def _pkg_version(package: str) -> str:
+    try:
+        out = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", package],
+                             capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except OSError:
+        return "unknown"
+
+
+def bzimage_version(path: Path) -> str:
+    """The release string a bzImage carries (setup header `kernel_version`), e.g. 6.1.0-56-amd64."""
+    data = path.read_bytes()[:0x10000]
+    if len(data) < 0x210 or data[0x202:0x206] != b"HdrS":
+        raise KexectestError(f"lab build: {path} is not an x86 bzImage", Exit.LAB_BUILD)
+    off = struct.unpack_from("<H", data, 0x20E)[0] + 0x200
+    return data[off:off + 128].split(b"\0")[0].split(b" ")[0].decode("ascii", "replace")
+
+
+# ---------------------------------------------------------------- the kernel
+
+
+@dataclass
+class KernelSource:
+    """Where the guest kernel and its 9p modules come from, and what identifies them."""
+
+    package: str | None  # linux-image-6.1.0-NN-amd64
+    version: str  # package version, or the bzImage's release for --kernel
+    kernel_path: Path | None  # --kernel
+    modules_dir: Path | None  # --modules
+
+    def key(self) -> dict:
+        d = {"package": self.package, "version": self.version}
+        for name in ("kernel_path", "modules_dir"):
+            p = getattr(self, name)
+            if p is not None:
+                st = p.stat()
+                d[name] = [str(p.resolve()), st.st_size, int(st.st_mtime)]
+        return d
+
+
+def resolve_package() -> tuple[str, str]:
+    """(package, version) of the kernel `linux-image-amd64` currently depends on."""
+    _tool("apt-cache", "apt (or pass --kernel PATH --modules DIR)")
+    out = _run(["apt-cache", "depends", META_PACKAGE], f"apt-cache depends {META_PACKAGE}")
+    m = re.search(r"Depends:\s*(linux-image-[0-9][\w.+-]*-amd64)\b", out)
+    if not m:
+        raise KexectestError(f"lab build: cannot tell which kernel {META_PACKAGE} depends on "
+                             f"(apt-get update?)", Exit.LAB_BUILD)
+    package = m.group(1)
+    out = _run(["apt-cache", "policy", package], f"apt-cache policy {package}")
+    m = re.search(r"Candidate:\s*(\S+)", out)
+    if not m or m.group(1) == "(none)":
+        raise KexectestError(f"lab build: no installable version of {package} (apt-get update?)",
+                             Exit.LAB_BUILD)
+    return package, m.group(1)
+
+
+def _fetch_package(package: str, version: str, debs: Path) -> Path:
+    """apt-get download the kernel package into the cache (kept for later rebuilds)."""
+    debs.mkdir(parents=True, exist_ok=True)
+    epochless = version.split(":", 1)[-1]
+    deb = debs / f"{package}_{epochless}_amd64.deb"
+    if deb.exists():
+        return deb
+    _tool("apt-get", "apt")
+    _check_space(debs, 3 * MIN_FREE_BYTES)
+    tmp = Path(tempfile.mkdtemp(prefix="download-", dir=debs))
+    try:
+        os.chmod(tmp, 0o755)
+        _run(["apt-get", "download", f"{package}={version}"], f"apt-get download {package}",
+             cwd=tmp)
+        got = list(tmp.glob("*.deb"))
+        if len(got) != 1:
+            raise KexectestError(f"lab build: apt-get download {package} gave no .deb",
+                                 Exit.LAB_BUILD)
+        os.replace(got[0], deb)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return deb
+
+
+def _find_modules(tree: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for pattern in ("*.ko", "*.ko.xz"):
+        for p in tree.rglob(pattern):
+            name = p.name.split(".ko")[0]
+            if name in MODULES and name not in found:
+                found[name] = p
+    return found
+
+
+def _module_bytes(path: Path) -> bytes:
+    data = path.read_bytes()
+    return lzma.decompress(data) if path.name.endswith(".xz") else data
+
+
+def module_depends(data: bytes) -> list[str]:
+    """The `depends=` of a kernel module, read from its .modinfo section."""
+    elf = ELFFile(io.BytesIO(data))
+    sec = elf.get_section_by_name(".modinfo")
+    if sec is None:
+        return []
+    for item in sec.data().split(b"\0"):
+        if item.startswith(b"depends="):
+            return [d for d in item[8:].decode().split(",") if d]
+    return []
+
+
+def order_modules(mods: dict[str, bytes]) -> list[str]:
+    """Dependencies first (depth-first over `depends=`); unknown dependencies are an error."""
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(name: str, chain: tuple[str, ...]) -> None:
+        if name in seen:
+            return
+        if name in chain:
+            raise KexectestError(f"lab build: module dependency loop {' -> '.join(chain)}",
+                                 Exit.LAB_BUILD)
+        if name not in mods:
+            raise KexectestError(f"lab build: module {chain[-1]} needs {name}, which is not "
+                                 f"among the modules found", Exit.LAB_BUILD)
+        for dep in module_depends(mods[name]):
+            visit(dep, chain + (name,))
+        seen.add(name)
+        order.append(name)
+
+    for name in sorted(mods):
+        visit(name, ())
+    return order
+
+
+def _unpack_kernel(deb: Path, dest: Path) -> tuple[Path, Path]:
+    """dpkg -x the package into `dest`; returns (vmlinuz, lib/modules/<release>)."""
+    _tool("dpkg", "dpkg")
+    _run(["dpkg", "-x", str(deb), str(dest)], f"dpkg -x {deb.name}")
+    vmlinuz = sorted(dest.glob("boot/vmlinuz-*"))
+    mods = sorted(dest.glob("lib/modules/*"))
+    if not vmlinuz or not mods:
+        raise KexectestError(f"lab build: {deb.name} has no boot/vmlinuz-* or lib/modules/",
+                             Exit.LAB_BUILD)
+    return vmlinuz[0], mods[0]
+
+
+# ---------------------------------------------------------------- initramfs
+
+
+class Cpio:
+    """A cpio `newc` archive written in memory: files, directories, symlinks and device nodes
+    with fixed owners and times, so no mknod or root is needed and builds are reproducible."""
+
+    def __init__(self) -> None:
+        self._buf = io.BytesIO()
+        self._ino = 1
+        self._names: set[str] = set()
+
+    def _entry(self, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0)):
+        name = name.lstrip("/")
+        if name in self._names:
+            return
+        parent = os.path.dirname(name)
+        if parent and parent not in self._names:
+            self.dir(parent)
+        self._names.add(name)
+        fields = [self._ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1],
+                  len(name) + 1, 0]
+        self._ino += 1
+        hdr = b"070701" + b"".join(b"%08X" % f for f in fields)
+        self._write(hdr + name.encode() + b"\0")
+        self._write(data)
+
+    def _write(self, b: bytes) -> None:
+        self._buf.write(b)
+        self._buf.write(b"\0" * (-self._buf.tell() % 4))
+
+    def dir(self, name: str) -> None:
+        self._entry(name, 0o040755)
+
+    def file(self, name: str, data: bytes, mode: int = 0o644) -> None:
+        self._entry(name, 0o100000 | mode, data)
+
+    def symlink(self, name: str, target: str) -> None:
+        self._entry(name, 0o120777, target.encode())
+
+    def chardev(self, name: str, major: int, minor: int, mode: int = 0o600) -> None:
+        self._entry(name, 0o020000 | mode, rdev=(major, minor))
+
+    def finish(self) -> bytes:
+        self._entry("TRAILER!!!", 0)
+        return self._buf.getvalue()
+
+
+def _ldd_libs(binary: str) -> list[str]:
+    """Every library path `ldd` lists for a binary, the dynamic loader included."""
+    out = _run(["ldd", binary], f"ldd {binary}")
+    libs = []
+    for line in out.splitlines():
+        m = re.search(r"(?:=>\s*)?(/\S+)\s+\(0x", line)
+        if m:
+            libs.append(m.group(1))
+    return libs
+
+
+def _is_static(path: str) -> bool:
+    with open(path, "rb") as f:
+        return not any(s["p_type"] == "PT_INTERP" for s in ELFFile(f).iter_segments())
+
+
+def _init_script(modules: list[str]) -> str:
+    mods = " ".join(f"{i:02d}-{m}.ko" for i, m in enumerate(modules))
+    return f"""#!/bin/sh
+# kexectest lab guest (recipe {RECIPE_VERSION}): the host's / over 9p at /host, then a login on ttyS0
+export PATH=/sbin:/bin:/usr/sbin:/usr/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+for m in {mods}; do
+    insmod /lib/kt-modules/$m || echo "kexectest-lab: insmod $m failed"
+done
+if mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose host /host; then
+    # the guest's own kernel interfaces, seen from a chroot into the host's tree
+    mount -t proc proc /host/proc
+    mount -t sysfs sysfs /host/sys
+    mount -t securityfs securityfs /host/sys/kernel/security 2>/dev/null
+    mount -t devtmpfs devtmpfs /host/dev
+    mount -t devpts devpts /host/dev/pts 2>/dev/null
+    mount -t tmpfs tmpfs /host/tmp
+    mount -t tmpfs tmpfs /host/run
+    echo "kexectest-lab: host / mounted read-only at /host"
+else
+    echo "kexectest-lab: no 9p host share: kexectest is not available in this guest"
+fi
+hostname {HOSTNAME}
+echo "kexectest-lab: ready"
+exec /sbin/init
+"""
+
+
+def _wrapper(python: str) -> str:
+    return f"""#!/bin/sh
+# run the host's kexectest (through the host's interpreter) inside the guest, over the 9p share
+cd / || exit 1
+export PYTHONDONTWRITEBYTECODE=1 HOME=/tmp
+exec chroot /host {python} -P -m kexectest "$@"
+"""
+
+
+def _hash_password(password: str) -> str:
+    openssl = _tool("openssl", "openssl")
+    salt = hashlib.sha256(password.encode()).hexdigest()[:16]
+    return _run([openssl, "passwd", "-6", "-salt", salt, password], "openssl passwd").strip()
+
+
+def build_initramfs(modules: dict[str, bytes], venv: Path, password: str) -> bytes:
+    """The gzipped cpio: busybox + applets, kexec + its libraries, 9p modules, login, /init."""
+    busybox = _tool("busybox", "busybox-static")
+    if not _is_static(busybox):
+        raise KexectestError(f"lab build: {busybox} is not statically linked "
+                             "(apt-get install busybox-static)", Exit.MISSING_TOOL)
+    kexec = _tool("kexec", "kexec-tools")
+    order = order_modules(modules)
+
+    c = Cpio()
+    for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "host", "tmp",
+              "run", "root", "lib/kt-modules", "var/log"):
+        c.dir(d)
+    c.chardev("dev/console", 5, 1)
+    c.chardev("dev/null", 1, 3, 0o666)
+    c.chardev("dev/ttyS0", 4, 64)
+    c.file("bin/busybox", Path(busybox).read_bytes(), 0o755)
+    applets = _run([busybox, "--list-full"], "busybox --list-full").split()
+    for applet in applets:
+        if applet not in ("bin/busybox", "init"):
+            c.symlink(applet, "/bin/busybox")
+    c.symlink("sbin/init", "/bin/busybox")
+    c.file("sbin/kexec", Path(kexec).read_bytes(), 0o755)
+    for lib in _ldd_libs(kexec):
+        c.file(lib, Path(lib).read_bytes(), 0o755)
+    for i, name in enumerate(order):
+        c.file(f"lib/kt-modules/{i:02d}-{name}.ko", modules[name])
+
+    c.file("etc/passwd", f"{LOGIN}:x:0:0:root:/root:/bin/sh\n".encode())
+    c.file("etc/shadow", f"{LOGIN}:{_hash_password(password)}:19000:0:99999:7:::\n".encode(),
+           0o600)
+    c.file("etc/group", b"root:x:0:\n")
+    c.file("etc/securetty", b"ttyS0\nconsole\n")
+    c.file("etc/hostname", f"{HOSTNAME}\n".encode())
+    c.file("etc/issue", b"kexectest virtual lab (log in as root)\n\n")
+    # `stty -echo`: with echo off, busybox's shell reads plain lines instead of using its line
+    # editor, whose cursor-position query (ESC [6n) would follow every prompt and defeat any
+    # "prompt at end of output" match on the collector.
+    c.file("etc/profile", b"export PATH=/sbin:/bin:/usr/sbin:/usr/bin\n"
+                          b"stty -echo 2>/dev/null\n"
+                          b"export PS1='root@" + HOSTNAME.encode() + b":\\w# '\n")
+    c.file("etc/inittab", b"::sysinit:/bin/true\n"
+                          b"ttyS0::respawn:/sbin/getty -L 115200 ttyS0 vt100\n"
+                          b"::ctrlaltdel:/sbin/reboot\n")
+    c.file("init", _init_script(order).encode(), 0o755)
+    c.file("bin/kexectest", _wrapper(sys.executable).encode(), 0o755)
+    return gzip.compress(c.finish(), compresslevel=6, mtime=0)
+
+
+# ---------------------------------------------------------------- disks
+
+
+@lru_cache(maxsize=1)
+def bootsector() -> bytes:
+    """payloads/bootsector.S assembled to 512 bytes (signature field still zero)."""
+    as_ = _tool("as", "binutils")
+    ld = _tool("ld", "binutils")
+    with tempfile.TemporaryDirectory(prefix="kt-bootsector-") as tmp:
+        obj, out = Path(tmp, "bs.o"), Path(tmp, "bs.bin")
+        _run([as_, "--32", "-o", str(obj), str(BOOTSECTOR_SRC)], "assembling bootsector.S")
+        _run([ld, "-m", "elf_i386", "-Ttext", "0x7c00", "--oformat", "binary", "-o", str(out),
+              str(obj)], "linking bootsector.S")
+        data = out.read_bytes()
+    if len(data) != SECTOR or data[510:] != b"\x55\xaa":
+        raise KexectestError("lab build: bootsector.S did not give a 512-byte boot sector",
+                             Exit.LAB_BUILD)
+    return data
+
+
+def known_sector(disk: int, lba: int) -> bytes:
+    """The 512 bytes sector `lba` of lab disk `disk` holds.
+
+    LBA 0: the boot sector with MBR disk signature DISK_SIGNATURES[disk] at 0x1B8 and 55AAh.
+    Any other LBA n: b"KEXECTEST DISK d LBA nnnnnnnn" (n in 8 upper-case hex digits), padded to
+    512 bytes with the byte n & 0xFF.
+    """
+    if not 0 <= disk < MAX_DISKS:
+        raise ValueError(f"lab disk {disk} does not exist (0..{MAX_DISKS - 1})")
+    if not 0 <= lba < DISK_SECTORS:
+        raise ValueError(f"LBA {lba} outside the {DISK_SECTORS}-sector lab disk")
+    if lba == 0:
+        bs = bytearray(bootsector())
+        struct.pack_into("<I", bs, 0x1B8, DISK_SIGNATURES[disk])
+        return bytes(bs)
+    text = f"KEXECTEST DISK {disk} LBA {lba:08X}".encode("ascii")
+    return text + bytes([lba & 0xFF]) * (SECTOR - len(text))
+
+
+def write_disk(disk: int, path: Path) -> None:
+    with open(path, "wb") as f:
+        for lba in range(DISK_SECTORS):
+            f.write(known_sector(disk, lba))
+
+
+# ---------------------------------------------------------------- the build
+
+
+def _inputs(source: KernelSource, venv: Path) -> dict:
+    return {
+        "recipe": RECIPE_VERSION,
+        "kernel": source.key(),
+        "venv": str(venv),
+        "python": sys.executable,
+        "busybox": _pkg_version("busybox-static"),
+        "kexec-tools": _pkg_version("kexec-tools"),
+        "bootsector": hashlib.sha256(BOOTSECTOR_SRC.read_bytes()).hexdigest(),
+        "cmdline": CMDLINE,
+    }
+
+
+def image_dir(inputs: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_root() / digest
+
+
+def build_image(kernel: Path | None = None, modules: Path | None = None, *, force: bool = False,
+                log=None) -> LabImage:
+    """Build (or find in the cache) the lab image for these inputs.
+
+    `kernel`: a bzImage to boot instead of Debian's; its 9p/virtio modules come from `modules`
+    (any directory holding the .ko files, e.g. lib/modules/<release>), else from the Debian
+    package when that package's release equals the bzImage's.  `log(str)` reports progress.
+    """
+    log = log or (lambda msg: None)
+    venv = Path(sys.prefix)
+    if kernel is not None and not kernel.is_file():
+        raise KexectestError(f"lab build: kernel {kernel} does not exist", Exit.LAB_BUILD)
+    if modules is not None and not modules.is_dir():
+        raise KexectestError(f"lab build: modules directory {modules} does not exist",
+                             Exit.LAB_BUILD)
+    package = version = None
+    if kernel is None or modules is None:
+        package, version = resolve_package()
+    source = KernelSource(package=package,
+                          version=version or bzimage_version(kernel),
+                          kernel_path=kernel, modules_dir=modules)
+    inputs = _inputs(source, venv)
+    out = image_dir(inputs)
+    meta = out / "image.json"
+    if meta.exists() and not force:
+        try:
+            return LabImage.from_json(json.loads(meta.read_text()))
+        except (ValueError, KeyError):
+            pass  # a damaged cache entry: rebuild it
+    _check_space(cache_root())
+    log(f"building lab image in {out}")
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=cache_root()))
+    try:
+        vmlinuz = release = None
+        mod_tree: Path | None = modules
+        if package is not None:
+            log(f"kernel package {package} {version}")
+            deb = _fetch_package(package, version, cache_root() / "debs")
+            vmlinuz, pkg_mods = _unpack_kernel(deb, tmp / "pkg")
+            release = pkg_mods.name
+            if modules is None:
+                if kernel is not None and bzimage_version(kernel) != release:
+                    raise KexectestError(
+                        f"lab build: {kernel} is release {bzimage_version(kernel)}, the Debian "
+                        f"package's modules are {release}: pass --modules DIR", Exit.LAB_BUILD)
+                mod_tree = pkg_mods
+        if kernel is not None:
+            vmlinuz, release = kernel, bzimage_version(kernel)
+        found = _find_modules(mod_tree)
+        missing = [m for m in MODULES if m not in found]
+        if missing:
+            raise KexectestError(f"lab build: modules {', '.join(missing)} not found under "
+                                 f"{mod_tree}", Exit.LAB_BUILD)
+        mods = {name: _module_bytes(p) for name, p in found.items()}
+        log("packing initramfs")
+        stage = tmp / "image"
+        stage.mkdir()
+        shutil.copyfile(vmlinuz, stage / "vmlinuz")
+        (stage / "initrd.gz").write_bytes(build_initramfs(mods, venv, PASSWORD))
+        log("writing disks")
+        for d in range(MAX_DISKS):
+            write_disk(d, stage / f"disk{d}.img")
+        (stage / "inputs.json").write_text(json.dumps(inputs, indent=2, sort_keys=True) + "\n")
+        image = LabImage(kernel=out / "vmlinuz", initrd=out / "initrd.gz",
+                         disks=[out / f"disk{d}.img" for d in range(MAX_DISKS)],
+                         cmdline=CMDLINE, password=PASSWORD, venv=venv,
+                         kernel_version=release or "", directory=out)
+        (stage / "image.json").write_text(json.dumps(image.to_json(), indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(stage, out)  # the cache entry appears complete or not at all
+    except OSError as exc:
+        if exc.errno == 28:
+            raise KexectestError(f"lab build: no space left in {cache_root()}",
+                                 Exit.NO_SPACE) from None
+        raise KexectestError(f"lab build: {exc}", Exit.LAB_BUILD) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log(f"lab image ready: {out}")
+    return image
