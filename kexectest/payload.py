@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import io
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -81,7 +82,7 @@ def _tool(name: str) -> str:
 def _first_error(output: str) -> str:
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
     for ln in lines:
-        if "error" in ln.lower():
+        if re.search(r"(?i)\b(fatal )?error:", ln):
             return ln
     return lines[0] if lines else "no message"
 

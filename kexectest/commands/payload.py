@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import payload as pl
+from ..errors import Exit, KexectestError
 
 
 class _IntParam(click.ParamType):
@@ -180,6 +181,9 @@ def inspect_cmd(payload, as_json):
         click.echo(json.dumps(img.to_dict(), indent=2))
     else:
         _render(img, Console())
+    errors = [m for lvl, m in img.checks() if lvl == "error"]
+    if errors:  # a payload that would not survive the hand-off: say so in the exit status too
+        raise KexectestError(f"{payload}: {errors[0]}", Exit.PAYLOAD_LIMITS)
 
 
 def register(group: click.Group) -> None:

@@ -1,0 +1,361 @@
+"""The payload ELF on the host: `kexectest build` / `inspect`, config patching, checks, and one-line
+errors for bad input. Runs against the real payload built from payloads/ with binutils."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from elftools.elf.elffile import ELFFile
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kexectest import payload as pl
+from kexectest.errors import Exit, KexectestError
+
+SRC = pl.payload_dir() / pl.SOURCE_NAME
+
+
+def run_cli(*args, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "kexectest", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=120, **kw)
+
+
+def assert_one_line_error(proc, code):
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kexectest: error: "), proc.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="session")
+def elf(tmp_path_factory) -> Path:
+    if not SRC.is_file():
+        pytest.skip(f"payload source {SRC} is not there yet")
+    out = tmp_path_factory.mktemp("build") / "kexec_test.elf"
+    proc = run_cli("build", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert str(out) in proc.stdout and "build-id" in proc.stdout
+    return out
+
+
+@pytest.fixture(scope="session")
+def img(elf) -> pl.PayloadImage:
+    return pl.PayloadImage.open(elf)
+
+
+# --- build and inspect -----------------------------------------------------------------------
+
+
+def test_build_output_names_the_build_id(elf, img):
+    assert img.build_id and len(img.build_id) == 40
+    proc = run_cli("build", "-o", elf)  # rebuilding the same sources gives the same ELF
+    assert proc.returncode == 0
+    assert img.build_id in proc.stdout
+    assert pl.PayloadImage.open(elf).build_id == img.build_id
+
+
+def test_inspect_json(elf, img):
+    proc = run_cli("inspect", elf, "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["entry32"] == img.e_entry and isinstance(doc["entry32"], int)
+    assert isinstance(doc["entry64"], int)
+    assert doc["build_id"] == img.build_id
+    assert doc["segments"] and all(isinstance(s["paddr"], int) for s in doc["segments"])
+    assert doc["segments"][0]["paddr"] == pl.KT_BASE_DEFAULT
+    assert doc["config"]["magic"] == "KTCF" and doc["config"]["uart_base"] == 0x3F8
+    assert [s["name"] for s in doc["steps"]][0] == "state"
+    assert len({s["name"] for s in doc["steps"]}) == len(doc["steps"])  # ids are unique
+    assert not [c for c in doc["checks"] if c["level"] == "error"]
+    assert doc["sha256"] == img.sha256
+
+
+def test_inspect_text(elf, img):
+    proc = run_cli("inspect", elf, env={**os.environ, "COLUMNS": "160"})
+    assert proc.returncode == 0, proc.stderr
+    for text in (img.build_id, "load segments", "config block", "KTCF", img.steps[-1].name):
+        assert text in proc.stdout
+
+
+def test_symbols_agree_with_elf(elf, img):
+    with open(elf, "rb") as f:
+        e = ELFFile(f)
+        syms = {s.name: s["st_value"] for s in e.get_section_by_name(".symtab").iter_symbols()}
+    assert img.entry32 == syms["kt_entry32"] == e["e_entry"]
+    assert img.entry64 == syms["kt_entry64"]
+    n = (syms["kt_steps_end"] - syms["kt_steps"]) // syms["KT_STEP_SIZE"]
+    assert len(img.steps) == n > 0
+    assert img.version and img.version[0].isdigit()
+
+
+# --- config patching ---------------------------------------------------------------------------
+
+
+def raw_config(path: Path) -> bytes:
+    """The 64 config bytes found independently of PayloadImage: symbol -> section -> file."""
+    with open(path, "rb") as f:
+        e = ELFFile(f)
+        sym = next(s for s in e.get_section_by_name(".symtab").iter_symbols()
+                   if s.name == "kt_config")
+        sec = e.get_section(sym["st_shndx"])
+        off = sec["sh_offset"] + sym["st_value"] - sec["sh_addr"]
+        f.seek(off)
+        return f.read(64)
+
+
+def test_patch_round_trips_every_field(elf, img, tmp_path):
+    steps = img.steps
+    assert len(steps) >= 4
+    out = pl.patch(elf, tmp_path / "p.elf", uart_base=0x2F8, baud=9600,
+                   skip=(steps[1].name, "3"), hang_at=steps[2].name, reset_at=str(len(steps) - 1),
+                   int19=True, vga_mirror=True, e9_mirror=True, debug_exit=0x501, mask_nmi=True,
+                   max_drives=2, keep_uart=True)
+    cfg = pl.PayloadImage.open(out).config
+    assert (cfg.uart_base, cfg.uart_divisor, cfg.baud) == (0x2F8, 12, 9600)
+    assert cfg.skip == img.config.skip | {1, 3}
+    assert (cfg.hang_step, cfg.reset_step) == (2, len(steps) - 1)
+    assert cfg.flags == img.config.flags | 0x3F
+    assert cfg.debug_exit_port == 0x501 and cfg.max_drives == 2
+    # the same values straight from the bytes pyelftools locates
+    raw = raw_config(out)
+    magic, ver, size, uart, div, flags, hang, reset, port, m1, m2, skip, drives, _ = \
+        struct.unpack("<4sHHHHIHHHBB32sH6s", raw)
+    assert (magic, ver, size, uart, div, hang, reset, port, drives) == \
+        (b"KTCF", 1, 64, 0x2F8, 12, 2, len(steps) - 1, 0x501, 2)
+    assert flags & 0x3F == 0x3F
+    assert int.from_bytes(skip, "little") & 0b1010 == 0b1010
+    assert (m1, m2) == (img.config.pic_mask_master, img.config.pic_mask_slave)
+    # nothing but the config block changed
+    a, b = elf.read_bytes(), out.read_bytes()
+    diff = [i for i in range(len(a)) if a[i] != b[i]]
+    assert diff and min(diff) >= img.config_offset and max(diff) < img.config_offset + 64
+    # and back off again
+    back = pl.patch(out, tmp_path / "q.elf", int19=False, vga_mirror=False, e9_mirror=False,
+                    debug_exit=False, mask_nmi=False, keep_uart=False, baud=115200)
+    cfg2 = pl.PayloadImage.open(back).config
+    assert cfg2.flags & 0x3F == 0 and cfg2.uart_divisor == 1
+
+
+def test_patch_leaves_unset_fields(elf, img, tmp_path):
+    out = pl.patch(elf, tmp_path / "same.elf")
+    assert out.read_bytes() == elf.read_bytes()
+
+
+def test_config_options_reach_the_patch(elf, tmp_path):
+    """The shared click options map onto patch() arguments (as load / lab run use them)."""
+    import click
+    from click.testing import CliRunner
+
+    from kexectest.commands.payload import config_argv, config_kwargs, config_options
+
+    seen = {}
+
+    @click.command()
+    @config_options
+    def cmd(**options):
+        seen.update(config_kwargs(options))
+
+    argv = ["--uart-base", "0x2e8", "--baud", "38400", "--skip", "e820", "--skip", "1",
+            "--hang-at", "2", "--int19", "--no-vga-mirror", "--debug-exit-port", "0xf4",
+            "--max-drives", "1"]
+    res = CliRunner().invoke(cmd, argv)
+    assert res.exit_code == 0, res.output
+    assert seen["uart_base"] == 0x2E8 and seen["baud"] == 38400
+    assert seen["skip"] == ("e820", "1") and seen["hang_at"] == "2"
+    assert seen["int19"] is True and seen["vga_mirror"] is False and seen["debug_exit"] == 0xF4
+    assert seen["e9_mirror"] is None and seen["max_drives"] == 1
+    seen2 = {}
+
+    @click.command()
+    @config_options
+    def cmd2(**options):
+        seen2.update(config_kwargs(options))
+
+    assert CliRunner().invoke(cmd2, config_argv(seen)).exit_code == 0
+    assert seen2 == seen
+
+
+def test_unknown_step_is_exit_13_one_line(elf):
+    proc = run_cli("load", elf, "--hang-at", "no-such-step", "--no-snapshot")
+    line = assert_one_line_error(proc, Exit.UNKNOWN_STEP)
+    assert "unknown step 'no-such-step'" in line and "known: state" in line
+    proc = run_cli("load", elf, "--skip", "9999", "--no-snapshot")
+    assert_one_line_error(proc, Exit.UNKNOWN_STEP)
+
+
+def test_step_index_by_name_and_number(img):
+    last = img.steps[-1]
+    assert img.step_index(last.name) == last.index
+    assert img.step_index(f"{last.index:03d}") == last.index
+    with pytest.raises(KexectestError) as exc:
+        img.step_index(len(img.steps))
+    assert exc.value.code == Exit.UNKNOWN_STEP
+
+
+def test_bad_baud_is_one_line(elf):
+    proc = run_cli("load", elf, "--baud", "1000", "--no-snapshot")
+    assert "does not divide 115200" in assert_one_line_error(proc, Exit.BAD_INPUT)
+
+
+# --- bad ELF input -------------------------------------------------------------------------------
+
+
+def bad_inputs(elf: Path, tmp: Path) -> dict[str, Path]:
+    data = elf.read_bytes()
+    files = {
+        "truncated-header": data[:40],
+        "truncated-phdrs": data[:60],
+        "truncated-body": data[:len(data) // 3],
+        "random": os.urandom(4096),
+        "elf-magic-random": b"\x7fELF" + os.urandom(4092),
+        "empty": b"",
+        "text": b"hello world\n",
+    }
+    out = {}
+    for name, blob in files.items():
+        (tmp / name).write_bytes(blob)
+        out[name] = tmp / name
+    out["x86_64-elf"] = Path("/bin/ls")
+    out["missing"] = tmp / "does-not-exist.elf"
+    out["directory"] = tmp
+    return out
+
+
+def test_corrupt_or_foreign_elf_is_exit_10(elf, tmp_path):
+    for name, path in bad_inputs(elf, tmp_path).items():
+        for args in (["inspect", path], ["inspect", "--json", path]):
+            proc = run_cli(*args)
+            line = assert_one_line_error(proc, Exit.BAD_INPUT)
+            assert str(path) in line, (name, line)
+    line = assert_one_line_error(run_cli("inspect", "/bin/ls"), Exit.BAD_INPUT)
+    assert "ELF64" in line and "EM_X86_64" in line
+
+
+def test_not_a_kexectest_payload(tmp_path):
+    src = tmp_path / "plain.S"
+    src.write_text(".code32\n.globl _start\n_start: hlt\n")
+    subprocess.run(["as", "--32", "-o", tmp_path / "plain.o", src], check=True)
+    subprocess.run(["ld", "-m", "elf_i386", "-Ttext=0x20000", "-o", tmp_path / "plain.elf",
+                    tmp_path / "plain.o"], check=True)
+    line = assert_one_line_error(run_cli("inspect", tmp_path / "plain.elf"), Exit.BAD_INPUT)
+    assert "not a kexectest payload" in line
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_mutated_elf_never_tracebacks(elf, data):
+    """Any damage to the headers or the image gives a payload or one KexectestError."""
+    blob = bytearray(elf.read_bytes())
+    for _ in range(data.draw(st.integers(1, 8))):
+        pos = data.draw(st.one_of(st.integers(0, 0x200), st.integers(0, len(blob) - 1)))
+        blob[pos] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.one_of(st.none(), st.integers(0, len(blob))))
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"kt-mut-{os.getpid()}.elf"
+    path.write_bytes(bytes(blob[:cut]))
+    try:
+        img = pl.PayloadImage.open(path)
+        img.checks()
+        img.to_dict()
+    except KexectestError as exc:
+        assert exc.code == Exit.BAD_INPUT and "\n" not in str(exc)
+    finally:
+        path.unlink()
+
+
+# --- checks ------------------------------------------------------------------------------------
+
+
+def with_paddr(elf: Path, dst: Path, paddr: int) -> Path:
+    """A copy whose first load segment claims another physical address (header patched)."""
+    data = bytearray(elf.read_bytes())
+    phoff, = struct.unpack_from("<I", data, 28)
+    phentsize, phnum = struct.unpack_from("<HH", data, 42)
+    for i in range(phnum):
+        base = phoff + i * phentsize
+        if struct.unpack_from("<I", data, base)[0] == 1:  # PT_LOAD
+            struct.pack_into("<I", data, base + 12, paddr)
+            break
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+@pytest.mark.parametrize("paddr, expect", [
+    (0x100, "IVT"), (0x1800, "boot notes"), (0x9800, "purgatory"), (0x9F000, "640 KiB"),
+    (0x30000, "64 KiB real-mode segment"),
+])
+def test_checks_catch_bad_placement(elf, tmp_path, paddr, expect):
+    bad = with_paddr(elf, tmp_path / "bad.elf", paddr)
+    errors = [m for lvl, m in pl.PayloadImage.open(bad).checks() if lvl == "error"]
+    assert any(expect in m for m in errors), errors
+    line = assert_one_line_error(run_cli("inspect", bad), Exit.PAYLOAD_LIMITS)
+    assert "segment" in line
+
+
+def test_checks_pass_and_warn_for_unaligned(elf, img, tmp_path):
+    assert not [m for lvl, m in img.checks() if lvl == "error"]
+    odd = with_paddr(elf, tmp_path / "odd.elf", img.segments[0].paddr + 0x10)
+    checks = pl.PayloadImage.open(odd).checks()
+    assert any(lvl == "warning" and "page-aligned" in m for lvl, m in checks)
+
+
+# --- build failures ----------------------------------------------------------------------------
+
+
+def copy_sources(tmp: Path) -> Path:
+    dst = tmp / "payloads"
+    shutil.copytree(pl.payload_dir(), dst)
+    return dst
+
+
+def test_build_missing_binutils(elf, tmp_path):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    env = {**os.environ, "PATH": str(empty)}
+    line = assert_one_line_error(run_cli("build", "-o", tmp_path / "x.elf", env=env),
+                                 Exit.MISSING_TOOL)
+    assert "binutils" in line
+
+
+def test_build_assembler_error(elf, tmp_path):
+    src = copy_sources(tmp_path)
+    with open(src / pl.SOURCE_NAME, "a") as f:
+        f.write("\n        not_an_instruction %eax\n")
+    env = {**os.environ, "KEXECTEST_PAYLOAD_DIR": str(src)}
+    line = assert_one_line_error(run_cli("build", "-o", tmp_path / "x.elf", env=env),
+                                 Exit.BAD_INPUT)
+    assert "assembler failed" in line and "not_an_instruction" in line
+
+
+def test_build_too_big_is_payload_limits(elf, tmp_path):
+    src = copy_sources(tmp_path)
+    with open(src / pl.SOURCE_NAME, "a") as f:
+        f.write("\n        .section .bss\n        .skip 0x10000\n")
+    env = {**os.environ, "KEXECTEST_PAYLOAD_DIR": str(src)}
+    line = assert_one_line_error(run_cli("build", "-o", tmp_path / "big.elf", env=env),
+                                 Exit.PAYLOAD_LIMITS)
+    assert "limits" in line
+    assert not (tmp_path / "big.elf").exists()
+
+
+def test_ensure_built_rebuilds_only_when_sources_change(elf, tmp_path, monkeypatch):
+    src = copy_sources(tmp_path)
+    monkeypatch.setenv("KEXECTEST_PAYLOAD_DIR", str(src))
+    out = tmp_path / "e.elf"
+    assert pl.ensure_built(out) == out
+    for f in src.iterdir():
+        os.utime(f, (1_000_000, 1_000_000))
+    os.utime(out, (2_000_000, 2_000_000))
+    pl.ensure_built(out)
+    assert out.stat().st_mtime == 2_000_000  # untouched: sources are older
+    os.utime(src / pl.SOURCE_NAME, (3_000_000, 3_000_000))
+    pl.ensure_built(out)
+    assert out.stat().st_mtime != 2_000_000  # rebuilt
+    assert pl.PayloadImage.open(out).build_id
