@@ -12,6 +12,7 @@ from .errors import Exit, KexectestError
 
 # Each module defines click commands and a `register(group)` function.
 COMMAND_MODULES = [
+    "kexectest.commands.run",
     "kexectest.commands.payload",
     "kexectest.commands.load",
     "kexectest.commands.sweep",

@@ -286,6 +286,11 @@ class Capture:
                 stop = reason
         return stop
 
+    def watch_prompt(self, prompt_re: re.Pattern) -> None:
+        """After the command was sent: a shell prompt coming back means the command failed."""
+        self._partial = b""
+        self.prompt_re = prompt_re
+
     def arm(self, now: float | None = None) -> None:
         """Hand-off: from now on the silence clock runs and the payload's end stops the capture."""
         self.handoff = self.clock() if now is None else now
@@ -342,7 +347,7 @@ class _Entry:
     capture: Capture
     timeout: float | None
     max_time: float | None
-    on_update: Callable[[Capture, float], None] | None
+    on_update: Callable[[Capture, float], tuple[str, str] | None] | None
     done: bool = False
 
 
@@ -361,7 +366,7 @@ class Follower:
 
     def add(self, port: Port, capture: Capture, *, timeout: float | None = 60.0,
             max_time: float | None = None,
-            on_update: Callable[[Capture, float], None] | None = None) -> None:
+            on_update: Callable[[Capture, float], tuple[str, str] | None] | None = None) -> None:
         entry = _Entry(port, capture, timeout, max_time, on_update)
         self.entries.append(entry)
         if port.fd is not None:
@@ -433,7 +438,9 @@ class Follower:
             if not entry.done:
                 self._deadlines(entry, now)
             if entry.on_update is not None:
-                entry.on_update(entry.capture, now)
+                res = entry.on_update(entry.capture, now)
+                if res and not entry.done:
+                    self._finish(entry, res[0], now, res[1])
         rest = self.tick - (self.clock() - start)
         if events and rest > 0:
             time.sleep(rest)
@@ -456,7 +463,7 @@ class Follower:
 
 def follow(port: Port, capture: Capture, *, timeout: float | None = 60.0,
            max_time: float | None = None,
-           on_update: Callable[[Capture, float], None] | None = None) -> str:
+           on_update: Callable[[Capture, float], tuple[str, str] | None] | None = None) -> str:
     """Capture one console until it stops; returns the stop reason."""
     follower = Follower()
     follower.add(port, capture, timeout=timeout, max_time=max_time, on_update=on_update)

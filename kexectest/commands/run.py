@@ -1,0 +1,85 @@
+"""`kexectest run --serial URL`: capture one run from the machine under test and bundle it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from ..errors import VERDICT_EXIT
+from ..session import RunOptions, run_session
+
+EPILOG = (
+    "Serial URLs: a device path (/dev/ttyUSB0), socket://HOST:PORT (ser2net raw, QEMU), "
+    "rfc2217://HOST:PORT (ser2net telnet), loop://.\n\n"
+    "Modes: passive (no --login/--command/--ssh: just listen; the silence clock starts "
+    "now), serial (--login/--password-env/--prompt, then --command over the same console), "
+    "ssh (--ssh USER@HOST --command CMD while the console is captured).  The password is "
+    "read from the environment variable named by --password-env or asked for; it never "
+    "appears in any file.\n\n"
+    "Exit status by verdict:\n\n\b\n"
+    + "\n".join(f"  {int(code):3d}  {name}" for name, code in VERDICT_EXIT.items())
+    + "\n\n\b\n   14  serial console cannot be opened\n   16  login / prompt stage failed\n"
+    "   20  the command failed on the target"
+)
+
+
+@click.command("run", epilog=EPILOG)
+@click.option("--serial", "serial_url", required=True, metavar="URL",
+              help="Console of the machine under test: device path or pyserial URL.")
+@click.option("--baud", type=click.IntRange(50, 4_000_000), default=115200, show_default=True)
+@click.option("--parity", type=click.Choice(["N", "E", "O"], case_sensitive=False), default="N",
+              show_default=True)
+@click.option("--rtscts", is_flag=True, help="RTS/CTS hardware flow control.")
+@click.option("--xonxoff", is_flag=True, help="XON/XOFF software flow control.")
+@click.option("--login", metavar="USER", help="Log in on the console as USER.")
+@click.option("--password-env", metavar="VAR",
+              help="Environment variable holding the login password (else: prompt).")
+@click.option("--prompt", default=r"[#$] ?$", show_default=True, metavar="REGEX",
+              help="Shell prompt regular expression.")
+@click.option("--command", metavar="CMD",
+              help="Command that triggers kexec, e.g. 'kexectest load ... --exec --yes'.")
+@click.option("--ssh", metavar="USER@HOST", help="Run --command over ssh instead of the console.")
+@click.option("--timeout", type=click.FloatRange(0.1), default=60.0, show_default=True,
+              help="Seconds of silence after hand-off that mean a hang.")
+@click.option("--max-time", type=click.FloatRange(0.1), default=None,
+              help="Overall time limit in seconds.")
+@click.option("--login-timeout", type=click.FloatRange(0.1), default=120.0, show_default=True,
+              help="Seconds to reach the shell prompt.")
+@click.option("--payload", "payload_elf", type=click.Path(path_type=Path), default=None,
+              help="The payload ELF that runs (names the steps, goes into the bundle).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("kexectest-runs"), show_default=True, help="Where bundles go.")
+@click.option("--redact", is_flag=True,
+              help="Remove host names, IP/MAC addresses and serial numbers from the bundle.")
+@click.option("--quiet", is_flag=True, help="Only the verdict line and the bundle path.")
+@click.option("--json", "json_output", is_flag=True, help="Print report.json on stdout.")
+def run_cmd(serial_url, baud, parity, rtscts, xonxoff, login, password_env, prompt, command,
+            ssh, timeout, max_time, login_timeout, payload_elf, out_dir, redact, quiet,
+            json_output):
+    """Capture the payload's trace from the machine under test and write a bug-report bundle.
+
+    Stops on the payload's last line, a reset, --timeout seconds of silence, --max-time, a lost
+    console or Ctrl-C; always writes the bundle (directory and .tar.gz) under --out."""
+    opts = RunOptions(
+        serial_url=serial_url, baud=baud, parity=parity.upper(), rtscts=rtscts, xonxoff=xonxoff,
+        login=login, password_env=password_env, prompt=prompt, command=command, ssh=ssh,
+        timeout=timeout, overall_timeout=max_time, login_timeout=login_timeout,
+        out_dir=out_dir, payload_elf=payload_elf, redact=redact, quiet=quiet,
+        json_output=json_output, command_line=["kexectest", *sys.argv[1:]])
+    console = Console(stderr=json_output, highlight=False)
+    result = run_session(opts, console)
+    if json_output:
+        click.echo(json.dumps(result.analysis.to_dict(), indent=2))
+        click.echo(f"bundle: {result.tarball}", err=True)
+    else:
+        click.echo(result.analysis.one_line())
+        click.echo(f"bundle: {result.tarball}")
+    sys.exit(result.exit_code)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(run_cmd)

@@ -1,0 +1,218 @@
+"""One run end to end: open the console, drive the target, capture, analyse, write the bundle.
+
+Used by `kexectest run` and `kexectest lab run`.  Whatever happens after the console is open
+(stage failure, Ctrl-C, console lost, payload hang) the bundle is written before returning or
+raising, so there is always something to attach to a bug report.
+"""
+
+from __future__ import annotations
+
+import platform
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rich.console import Console
+
+from . import __version__, analysis, bundle, live, serialio, target
+from .errors import VERDICT_EXIT, Exit, KexectestError
+
+# capture stop reason -> analysis stop_reason
+_ANALYSIS_REASON = {"final": "final", "reset": "reset", "timeout": "timeout",
+                    "max-time": "timeout", "eof": "eof", "lost": "lost",
+                    "interrupted": "interrupted", "command-failed": "interrupted",
+                    "stage-failed": "interrupted"}
+
+
+@dataclass(kw_only=True)
+class RunOptions:
+    serial_url: str
+    baud: int = 115200
+    parity: str = "N"
+    rtscts: bool = False
+    xonxoff: bool = False
+    login: str | None = None
+    password_env: str | None = None
+    password: str | None = field(default=None, repr=False)  # programmatic (lab); never argv
+    prompt: str = r"[#$] ?$"
+    command: str | None = None
+    ssh: str | None = None
+    timeout: float = 60.0
+    overall_timeout: float | None = None
+    login_timeout: float = 120.0
+    out_dir: Path = Path("kexectest-runs")
+    payload_elf: Path | None = None
+    redact: bool = False
+    quiet: bool = False
+    json_output: bool = False
+    command_line: list[str] = field(default_factory=lambda: list(sys.argv))
+    qemu_stderr: Path | None = None
+    extra_environment: dict = field(default_factory=dict)
+
+
+@dataclass
+class SessionResult:
+    verdict: str
+    exit_code: int
+    bundle_dir: Path
+    tarball: Path
+    analysis: analysis.Analysis
+    stop_reason: str = ""
+    error: str | None = None
+    timings: dict = field(default_factory=dict)
+
+
+def _mode(opts: RunOptions) -> str:
+    if opts.ssh:
+        return "ssh"
+    if opts.command:
+        return "serial-command"
+    if opts.login:
+        return "serial-login"
+    return "passive"
+
+
+def _quote_failure(cap: serialio.Capture, command: str | None) -> str:
+    """The output the failed command printed (its echo and the prompt left out)."""
+    handoff = (cap.handoff or cap.t0) - cap.t0
+    texts = [ln.text.strip() for ln in cap.tail if (ln.t or 0.0) >= handoff and ln.text.strip()]
+    if command:
+        texts = [t for t in texts if command.strip() not in t]
+    return " | ".join(texts[-3:]) or "(no output)"
+
+
+def _load_payload(path: Path | None):
+    if path is None:
+        return None
+    from .payload import PayloadImage  # pyelftools only when a payload is given
+    return PayloadImage.open(path)
+
+
+def _drive(opts, port, cap, view, password):
+    """Log in / send the command / start ssh; returns the ssh trigger if any."""
+    if opts.ssh:
+        if not opts.command:
+            raise KexectestError("--ssh needs --command (what to run on the target)", Exit.USAGE)
+        trig = target.SshTrigger(opts.ssh, opts.command, cap.directory / "ssh.log")
+        trig.start()
+        cap.arm()
+        view.stage(f"command started over ssh on {opts.ssh}; capturing")
+        return trig
+    if opts.login or opts.command:
+        spawn = target.ConsoleSpawn(port, cap)
+        target.login(spawn, user=opts.login, password=password, prompt=opts.prompt,
+                     timeout=opts.login_timeout, stage=view.stage)
+        if opts.command:
+            target.run_command(spawn, opts.command, opts.prompt)
+            view.stage("command sent; capturing")
+            return None
+    cap.arm()
+    view.stage("listening")
+    return None
+
+
+def run_session(opts: RunOptions, console: Console | None = None) -> SessionResult:
+    """Capture one run and write its bundle; raises KexectestError for stage failures (after the
+    bundle is written, its path in the message)."""
+    password = opts.password if opts.password is not None else target.resolve_password(
+        opts.password_env, opts.login, interactive=sys.stdin.isatty())
+    payload = _load_payload(opts.payload_elf)
+    settings = serialio.SerialSettings(opts.serial_url, opts.baud, opts.parity, opts.rtscts,
+                                       opts.xonxoff)
+    port = serialio.open_port(settings)
+    run_dir = bundle.new_run_dir(opts.out_dir)
+    cap = serialio.Capture(run_dir, secret=password.encode("utf-8") if password else None)
+    view = live.make_view(console, quiet=opts.quiet, json_output=opts.json_output,
+                          title=f"kexectest run {opts.serial_url}", timeout=opts.timeout)
+    error: KexectestError | None = None
+    trigger = None
+    try:
+        with view:
+            try:
+                trigger = _drive(opts, port, cap, view, password)
+            except KexectestError as exc:
+                error = exc
+                cap.stop("stage-failed", cap.clock(), str(exc))
+            if error is None:
+                def on_update(c, now):
+                    view.update(c, now)
+                    if trigger is not None:
+                        why = trigger.check(c.live.payload_started)
+                        if why:
+                            return ("command-failed", why)
+                    return None
+                follower = serialio.Follower()
+                follower.add(port, cap, timeout=opts.timeout, max_time=opts.overall_timeout,
+                             on_update=on_update)
+                try:
+                    follower.run()
+                finally:
+                    follower.close()
+                view.stage(f"stopped: {cap.stop_reason}"
+                           + (f" ({cap.stop_detail})" if cap.stop_detail else ""))
+    except KeyboardInterrupt:
+        cap.stop("interrupted", cap.clock(), "Ctrl-C")
+    finally:
+        cap.close()
+        port.close()
+        if trigger is not None:
+            trigger.close()
+    return _finish(opts, cap, payload, error, trigger, password)
+
+
+def _finish(opts, cap, payload, error, trigger, password) -> SessionResult:
+    reason = cap.stop_reason or "interrupted"
+    if reason == "command-failed" and error is None:
+        detail = cap.stop_detail if trigger is not None else _quote_failure(cap, opts.command)
+        if trigger is None:
+            detail = f"the command failed on the target (the shell prompt came back): {detail}"
+        error = KexectestError(detail, Exit.TARGET_COMMAND)
+    end = cap.stop_time if cap.stop_time is not None else cap.clock()
+    silence = end - max(x for x in (cap.last_byte, cap.handoff, cap.t0) if x is not None)
+    lines = list(serialio.read_log(cap.directory / serialio.LOG_NAME))
+    result = analysis.analyze(lines, stop_reason=_ANALYSIS_REASON.get(reason, "interrupted"),
+                              silence_s=round(silence, 3), payload=payload)
+    verdict_at = cap.clock()
+    rel = lambda t: None if t is None else round(t - cap.t0, 6)  # noqa: E731
+    timings = {
+        "started": datetime.fromtimestamp(cap.started_wall, timezone.utc).isoformat(),
+        "handoff_s": rel(cap.handoff), "first_byte_s": rel(cap.first_byte),
+        "last_byte_s": rel(cap.last_byte), "ended_s": rel(end),
+        "silence_timeout_s": opts.timeout, "max_time_s": opts.overall_timeout,
+        "verdict_delay_s": (round(verdict_at - cap.deadline_hit, 6)
+                            if cap.deadline_hit is not None else None),
+    }
+    environment = {
+        "kexectest_version": __version__, "python": platform.python_version(),
+        "platform": platform.platform(), "collector_host": socket.gethostname(),
+        "command_line": list(opts.command_line),
+        "serial": serialio.SerialSettings(opts.serial_url, opts.baud, opts.parity, opts.rtscts,
+                                          opts.xonxoff).to_dict(),
+        "mode": _mode(opts), "target": {"login": opts.login, "ssh": opts.ssh,
+                                        "command": opts.command, "prompt": opts.prompt},
+        "timings": timings, "stop": {"reason": reason, "detail": cap.stop_detail},
+        "bytes": cap.bytes, "lines": cap.lines, "payload": None,
+        "verdict": result.verdict, "error": str(error) if error else None,
+        **opts.extra_environment,
+    }
+    summary = _summary(result, environment)
+    tarball = bundle.finalize(
+        cap.directory, report=result.to_dict(), summary=summary, environment=environment,
+        payload_elf=opts.payload_elf, extra_files={"qemu.stderr": opts.qemu_stderr},
+        redact=opts.redact, secret=password)
+    if error is not None:
+        raise KexectestError(f"{error} (bundle: {tarball})", error.code)
+    return SessionResult(verdict=result.verdict, exit_code=int(VERDICT_EXIT.get(
+        result.verdict, Exit.INTERRUPTED)), bundle_dir=cap.directory, tarball=tarball,
+        analysis=result, stop_reason=reason, timings=timings)
+
+
+def _summary(result, environment: dict) -> str:
+    try:
+        from .report import render_summary_md
+    except ImportError:  # report.py not there yet: a minimal summary
+        return f"# kexectest: {result.verdict}\n\n{result.one_line()}\n"
+    return render_summary_md(result, environment)
