@@ -194,3 +194,93 @@ def split_all(data: bytes, t: float | None = None) -> list[Line]:
     """All lines of a complete byte string (a whole log)."""
     sp = LineSplitter()
     return sp.feed(data, t) + sp.flush(t)
+
+
+# ---- saved logs ------------------------------------------------------------------------------
+
+_TS_PREFIX = b"+"
+
+
+def _is_timestamped(head: bytes) -> bool:
+    """The collector's console.log: every line `+SSSSS.ssssss<TAB>text`."""
+    first = head.split(b"\n", 1)[0]
+    if not first.startswith(_TS_PREFIX) or b"\t" not in first:
+        return False
+    try:
+        float(first[1:first.index(b"\t")])
+        return True
+    except ValueError:
+        return False
+
+
+def _rejoin_wrapped(lines: list[Line], limit: int = 40) -> list[Line]:
+    """Email clients wrap long lines: a KT line whose checksum fails is joined with the lines
+    after it (with and without a space) until the checksum verifies."""
+    out: list[Line] = []
+    i = 0
+    while i < len(lines):
+        ln = lines[i]
+        if ln.bad_checksum and ln.text.startswith("KT "):
+            joined = ln.text
+            for j in range(i + 1, min(len(lines), i + limit)):
+                nxt = lines[j].text
+                got = None
+                for cand in (joined + nxt, joined + " " + nxt):
+                    p = parse_line(cand.encode("utf-8", "replace"), ln.t)
+                    if p.record is not None:
+                        got = p
+                        break
+                if got is not None:
+                    out.append(got)
+                    i = j + 1
+                    break
+                joined += nxt
+                if len(joined) > MAX_LINE:
+                    break
+            else:
+                out.append(ln)
+                i += 1
+            if out and out[-1] is not ln and out[-1].record is not None:
+                continue
+            if not out or out[-1] is not ln:
+                out.append(ln)
+                i += 1
+            continue
+        out.append(ln)
+        i += 1
+    return out
+
+
+def lines_from_log(data: bytes) -> tuple[list[Line], str]:
+    """Lines of a saved log and its format: "timestamped" (the collector's console.log),
+    "email" (pasted with "> " quoting, possibly wrapped) or "raw" (bytes from the wire)."""
+    if _is_timestamped(data[:200]):
+        out = []
+        for raw in data.splitlines():
+            ts, tab, body = raw.partition(b"\t")
+            t = None
+            if tab and ts.startswith(_TS_PREFIX):
+                try:
+                    t = float(ts[1:])
+                except ValueError:
+                    t, body = None, raw
+            else:
+                body = raw
+            body = body.replace(b"\0", b"")
+            if body.strip():
+                out.append(parse_line(body[:MAX_LINE], t, len(body) > MAX_LINE))
+        return out, "timestamped"
+    lines = split_all(data)
+    quoted = sum(1 for ln in lines[:400] if ln.text.startswith(">"))
+    if lines and quoted >= max(3, len(lines[:400]) // 3):
+        out = []
+        for ln in lines:
+            t = ln.text
+            while t.startswith(">"):
+                t = t[1:]
+                if t.startswith(" "):
+                    t = t[1:]
+            if t.strip():
+                out.append(parse_line(t.encode("utf-8", "replace"), ln.t, ln.truncated))
+        return _rejoin_wrapped(out), "email"
+    return lines, "raw"
