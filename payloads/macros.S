@@ -1,0 +1,127 @@
+# macros.S: string, field and step-table macros shared by the payload files.
+
+# PUTS "text": print a constant string (16-bit code; keeps registers).
+.macro PUTS str
+	.subsection 1
+.Lputs\@:	.asciz "\str"
+	.subsection 0
+	pushw %si
+	movw $(.Lputs\@ - K0), %si
+	call puts
+	popw %si
+.endm
+
+# PUTS32 "text": the same for the 32-bit protected-mode prologue.
+.macro PUTS32 str
+	.subsection 1
+.Lputs32\@:	.asciz "\str"
+	.subsection 0
+	pushl %esi
+	movl $.Lputs32\@, %esi
+	call puts32
+	popl %esi
+.endm
+
+# FIELD key, src, digits: print " key=HEX" with the value from src
+# (a memory operand or register usable by movl).
+.macro FIELD key, src, digits
+	.subsection 1
+.Lfield\@:	.asciz " \key="
+	.subsection 0
+	movl \src, %eax
+	movw $(.Lfield\@ - K0), %si
+	movw $\digits, %cx
+	call putfield
+.endm
+
+# FIELDW key, src: a 16-bit memory word as 4 hex digits.
+.macro FIELDW key, src
+	.subsection 1
+.Lfieldw\@:	.asciz " \key="
+	.subsection 0
+	movzwl \src, %eax
+	movw $(.Lfieldw\@ - K0), %si
+	movw $4, %cx
+	call putfield
+.endm
+
+# FARPTR key, src: a far pointer dword in memory printed as SSSS:OOOO.
+.macro FARPTR key, src
+	.subsection 1
+.Lfar\@:	.asciz " \key="
+	.subsection 0
+	movl \src, %eax
+	movw $(.Lfar\@ - K0), %si
+	call putfar
+.endm
+
+# SKIP reason: print "KT skip NNN name reason=<reason>" for the current row.
+.macro SKIP reason
+	.subsection 1
+.Lskip\@:	.asciz "\reason"
+	.subsection 0
+	movw $(.Lskip\@ - K0), %di
+	call skip_row
+.endm
+
+# Row flags (docs/payload.md).
+	.set F_ESDI, 0x0001		# buffer in ES:DI
+	.set F_ESBX, 0x0002		# buffer in ES:BX
+	.set F_DSSI, 0x0004		# buffer in DS:SI
+	.set F_DRIVE, 0x0008		# once per BIOS hard disk, DL = 80h..
+	.set F_E820, 0x0010		# repeat while CF=0 and EBX != 0
+	.set F_PRE, 0x0020		# store the prefill dword at the buffer
+	.set F_DUMPESBX, 0x0040		# dump the table returned at ES:BX
+	.set F_IFKEY, 0x0080		# only if the previous step left ZF=0
+	.set F_OPTIN, 0x0100		# only with configuration flag C_INT19
+	.set F_NMIOPT, 0x0200		# only with configuration flag C_NMI
+
+# STEP name, int, eax, ... : one row of the step table (36 bytes).
+# Adding a BIOS call to the payload is one STEP line in steps.S.
+.macro STEP name, int=0, eax=0, ebx=0, ecx=0, edx=0, flags=0, handler=0, buf=0, dumplen=0, pre=0, post=0, dump=0
+	.subsection 1
+.Lname\@:	.asciz "\name"
+	.subsection 2
+	.word .Lname\@ - K0
+	.byte \int, 0
+	.word \flags
+	.ifc \handler,0
+	.word 0
+	.else
+	.word \handler - K0
+	.endif
+	.long \eax, \ebx, \ecx, \edx
+	.ifc \buf,0
+	.word 0
+	.else
+	.word \buf - K0
+	.endif
+	.word \dumplen
+	.long \pre
+	.ifc \post,0
+	.word 0
+	.else
+	.word \post - K0
+	.endif
+	.ifc \dump,0
+	.word 0
+	.else
+	.word \dump - K0
+	.endif
+	.subsection 0
+.endm
+
+# Row field offsets.
+	.set R_NAME, 0
+	.set R_INT, 2
+	.set R_FLAGS, 4
+	.set R_HANDLER, 6
+	.set R_EAX, 8
+	.set R_EBX, 12
+	.set R_ECX, 16
+	.set R_EDX, 20
+	.set R_BUF, 24
+	.set R_DUMPLEN, 26
+	.set R_PRE, 28
+	.set R_POST, 32
+	.set R_DUMP, 34
