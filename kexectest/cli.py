@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "kexectest.commands.payload",
     "kexectest.commands.load",
     "kexectest.commands.sweep",
+    "kexectest.commands.lab",
 ]
 
 EXIT_HELP = "\n".join(

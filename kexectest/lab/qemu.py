@@ -101,6 +101,7 @@ class Qemu:
         self.debug_exit, self.share_host, self.extra = debug_exit, share_host, list(extra)
         self.out_dir = Path(out_dir) if out_dir else None
         self.port: int | None = None
+        self.argv_used: list[str] = []
         self.proc: subprocess.Popen | None = None
         self.stderr_path: Path | None = None
         self.timed_out = False
@@ -131,7 +132,8 @@ class Qemu:
         if self.append:
             a += ["-append", self.append]
         if self.share_host:
-            a += ["-virtfs", "local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap"]
+            a += ["-virtfs", "local,path=/,mount_tag=host,security_model=none,readonly=on,"
+                             "multidevs=remap"]
         return a + self.extra
 
     # -- life cycle
@@ -140,6 +142,7 @@ class Qemu:
         for attempt in range(3):
             self.port = free_port()
             argv = self.argv(self.port)
+            self.argv_used = argv
             if self.out_dir:
                 self.out_dir.mkdir(parents=True, exist_ok=True)
                 self.stderr_path = self.out_dir / "qemu.stderr"

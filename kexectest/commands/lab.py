@@ -1,0 +1,119 @@
+"""`kexectest lab build` and `kexectest lab run`: the virtual lab from the command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from ..errors import Exit, KexectestError
+from .payload import CONFIG_OPTION_NAMES, config_kwargs, config_options
+
+
+@click.group("lab")
+def lab_group():
+    """The virtual lab: QEMU + SeaBIOS + a Debian kernel that kexecs into the payload."""
+
+
+@lab_group.command("build")
+@click.option("--kernel", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Boot this bzImage instead of Debian's linux-image-*-amd64.")
+@click.option("--modules", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Directory with the kernel's virtio/9p modules (.ko), for --kernel; default: "
+                   "the Debian package's, when its release matches the kernel's.")
+@click.option("--force", is_flag=True, help="Rebuild even when the cache is up to date.")
+def build_cmd(kernel, modules, force):
+    """Build the guest image (cached; rebuilt only when its inputs change) and print its path."""
+    from ..lab.image import build_image
+
+    image = build_image(kernel, modules, force=force,
+                        log=lambda msg: click.echo(msg, err=True))
+    click.echo(str(image.directory))
+
+
+def _from_lab_file(path: Path, name: str) -> tuple[dict, dict, float | None]:
+    """(machine shape, load options, timeout) of machine NAME in a lab file."""
+    from ..labfile import load_lab
+
+    m = load_lab(path).machine(name)
+    if m.qemu is None:
+        raise KexectestError(f"{path}: machine {name!r} is not a virtual machine (no qemu table)",
+                             Exit.CONFIG)
+    shape = {k: getattr(m.qemu, k) for k in ("machine", "memory", "smp", "disks", "accel")}
+    return shape, dict(m.load), m.timeout
+
+
+@lab_group.command("run")
+@click.option("--machine", type=click.Choice(["pc", "q35"]), default=None,
+              help="QEMU machine type [default: pc].")
+@click.option("--memory", type=click.IntRange(64, 1 << 20), default=None, metavar="MIB",
+              help="Guest memory in MiB [default: 256].")
+@click.option("--smp", type=click.IntRange(1, 64), default=None, help="CPUs [default: 1].")
+@click.option("--disks", type=click.IntRange(0, 2), default=None,
+              help="Lab disks with known content attached [default: 1].")
+@click.option("--accel", type=click.Choice(["auto", "tcg", "kvm"]), default=None,
+              help="auto = KVM only with real hardware virtualisation [default: auto].")
+@click.option("--loader", type=click.Choice(["syscall", "kexec-tools", "direct"]), default=None,
+              help="kexec_load syscall or kexec-tools from the lab's Linux, or direct: SeaBIOS "
+                   "boots the payload without Linux [default: syscall].")
+@config_options
+@click.option("--payload", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Payload ELF [default: the built payloads/kexec_test.S].")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("kexectest-runs"), show_default=True, help="Where bundles go.")
+@click.option("--timeout", type=click.FloatRange(0.1), default=None,
+              help="Seconds of serial silence before the run is called hung [default: 60].")
+@click.option("--max-time", type=click.FloatRange(0.1), default=None,
+              help="Longest the capture may take in all.")
+@click.option("--config", "config", type=(click.Path(dir_okay=False, path_type=Path), str),
+              default=None, metavar="FILE NAME",
+              help="Take machine NAME from lab file FILE (options given here win).")
+@click.option("--quiet", is_flag=True, help="Only the verdict line and the bundle path.")
+@click.option("--json", "json_output", is_flag=True, help="Print report.json on stdout.")
+def run_cmd(machine, memory, smp, disks, accel, loader, payload, out_dir, timeout, max_time,
+            config, quiet, json_output, **options):
+    """Boot a virtual machine, kexec into the payload from its Linux exactly as on hardware
+    (log in on the serial console, run `kexectest load ... --exec --yes`), collect and analyse
+    the trace, and write the bundle.  Exit status: the verdict's code."""
+    from ..lab.runner import run_virtual
+
+    shape = {"machine": "pc", "memory": 256, "smp": 1, "disks": 1, "accel": "auto"}
+    load: dict = {}
+    file_timeout = None
+    if config is not None:
+        file_shape, load, file_timeout = _from_lab_file(*config)
+        shape.update({k: v for k, v in file_shape.items() if v is not None})
+    given = {"machine": machine, "memory": memory, "smp": smp, "disks": disks, "accel": accel}
+    shape.update({k: v for k, v in given.items() if v is not None})
+    via = loader or load.pop("via", None) or "syscall"
+    load.pop("via", None)
+    payload = payload or load.pop("payload", None)
+    args = load.pop("args", ())
+    cfg = {k: v for k, v in load.items() if k in CONFIG_OPTION_NAMES}
+    unknown = set(load) - set(cfg)
+    if unknown:
+        raise KexectestError(f"lab run: load option(s) {', '.join(sorted(unknown))} are not "
+                             "supported by the virtual lab", Exit.CONFIG)
+    cli_cfg = config_kwargs(options)
+    cfg.update({k: v for k, v in cli_cfg.items() if v not in (None, ())})
+
+    console = Console(stderr=json_output, highlight=False)
+    result = run_virtual(
+        shape, loader=via, out_dir=out_dir, timeout=timeout or file_timeout or 60.0,
+        overall_timeout=max_time, console=console, payload=payload, args=list(args),
+        quiet=quiet, json_output=json_output, command_line=["kexectest", *sys.argv[1:]],
+        log=lambda msg: click.echo(msg, err=True), **cfg)
+    if json_output:
+        click.echo(json.dumps(result.analysis.to_dict(), indent=2))
+        click.echo(f"bundle: {result.tarball}", err=True)
+    else:
+        click.echo(result.analysis.one_line())
+        click.echo(f"bundle: {result.tarball}")
+    sys.exit(result.exit_code)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(lab_group)

@@ -1,0 +1,180 @@
+"""One virtual-lab run: build or reuse the guest, start QEMU, then the same session as hardware.
+
+The runner only adds what a lab on a desk would: a machine to power on (QEMU) and its console
+address.  Logging in, running `kexectest load ... --exec --yes`, capturing, analysing and
+bundling are `kexectest.session.run_session`, exactly as `kexectest run --serial URL`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from .. import payload as pl
+from ..errors import Exit, KexectestError
+from . import image as lab_image
+from .qemu import Qemu
+
+LOADERS = ("syscall", "kexec-tools", "direct")
+BOOT_BUDGET_S = 180.0  # QEMU start -> login -> `kexectest load` under TCG, with a wide margin
+CONFIG_KEYS = ("uart_base", "baud", "skip", "hang_at", "reset_at", "int19", "vga_mirror",
+               "e9_mirror", "debug_exit", "debug_exit_port", "mask_nmi", "keep_uart", "max_drives")
+
+
+@dataclasses.dataclass
+class Shape:
+    """The virtual machine: what `-machine`, `-m`, `-smp`, the disks and the accelerator are."""
+
+    machine: str = "pc"
+    memory: int = 256
+    smp: int = 1
+    disks: int = 1
+    accel: str = "auto"
+
+    @classmethod
+    def of(cls, machine: Any = None, **overrides) -> "Shape":
+        """From a machine name, a dict, or any object with those attributes (labfile.QemuShape)."""
+        if machine is None or isinstance(machine, str):
+            base = {"machine": machine or "pc"}
+        elif isinstance(machine, dict):
+            base = dict(machine)
+        else:
+            base = {f.name: getattr(machine, f.name) for f in dataclasses.fields(cls)
+                    if hasattr(machine, f.name)}
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        if "memory_mib" in base:
+            base["memory"] = base.pop("memory_mib")
+        unknown = set(base) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise KexectestError(f"lab: unknown machine key(s) {', '.join(sorted(unknown))}",
+                                 Exit.CONFIG)
+        shape = cls(**{k: v for k, v in base.items() if v is not None})
+        if shape.machine not in ("pc", "q35"):
+            raise KexectestError(f"lab: machine must be pc or q35, not {shape.machine!r}",
+                                 Exit.CONFIG)
+        if not 0 <= shape.disks <= lab_image.MAX_DISKS:
+            raise KexectestError(f"lab: {shape.disks} disks asked, the lab has "
+                                 f"{lab_image.MAX_DISKS}", Exit.CONFIG)
+        if shape.memory < 64 or shape.smp < 1:
+            raise KexectestError("lab: need at least 64 MiB and one CPU", Exit.CONFIG)
+        return shape
+
+
+def guest_command(payload: Path, loader: str, config: dict, args: list[str] = ()) -> str:
+    """The shell line typed on the guest's console: what a user types on real hardware."""
+    from ..commands.payload import config_argv
+
+    argv = ["kexectest", "load", str(payload), "--via", loader, "--exec", "--yes"]
+    argv += config_argv(config) + list(args)
+    return shlex.join(argv)
+
+
+def _split_config(kwargs: dict) -> dict:
+    unknown = set(kwargs) - set(CONFIG_KEYS)
+    if unknown:
+        raise KexectestError(f"lab: unknown load option(s) {', '.join(sorted(unknown))}",
+                             Exit.CONFIG)
+    config = {k: kwargs.get(k) for k in CONFIG_KEYS}
+    port = config.pop("debug_exit_port")
+    if port is not None and config["debug_exit"] is not False:
+        config["debug_exit"] = port
+    config["skip"] = tuple(config["skip"] or ())
+    if isinstance(config["uart_base"], str):
+        config["uart_base"] = int(config["uart_base"], 0)
+    return config
+
+
+def _keep_qemu_stderr(q: Qemu, out_dir: Path, bundle_dir: Path | None) -> None:
+    """Put QEMU's stderr into the run's bundle directory (the newest one when unknown)."""
+    if not q.stderr_path or not q.stderr_path.exists():
+        return
+    if bundle_dir is None:
+        runs = sorted((p for p in out_dir.glob("run-*") if p.is_dir()),
+                      key=lambda p: p.stat().st_mtime)
+        bundle_dir = runs[-1] if runs else None
+    if bundle_dir is not None and not (bundle_dir / "qemu.stderr").exists():
+        shutil.copyfile(q.stderr_path, bundle_dir / "qemu.stderr")
+
+
+def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path | str = "out",
+                timeout: float = 60.0, console=None, memory: int | None = None,
+                memory_mib: int | None = None, smp: int | None = None, disks: int | None = None,
+                accel: str | None = None, payload: Path | str | None = None,
+                args: list[str] | tuple = (), command_line: list[str] | None = None,
+                quiet: bool = False, json_output: bool = False, redact: bool = False,
+                overall_timeout: float | None = None, image: lab_image.LabImage | None = None,
+                log=None, **config):
+    """Run the payload on one virtual machine and return the session's SessionResult.
+
+    `machine`: "pc"/"q35", a dict or an object with machine/memory/smp/disks/accel; keyword
+    overrides win.  `loader`: syscall | kexec-tools (a real kexec from the lab's Linux) or
+    direct (SeaBIOS boots the payload with -kernel).  `config`: payload options as
+    commands/payload.py's CONFIG_OPTION_NAMES (hang_at=..., uart_base=...).
+    """
+    from ..session import RunOptions, run_session
+
+    if loader not in LOADERS:
+        raise KexectestError(f"lab: loader must be one of {', '.join(LOADERS)}, not {loader!r}",
+                             Exit.CONFIG)
+    shape = Shape.of(machine, memory=memory or memory_mib, smp=smp, disks=disks, accel=accel)
+    cfg = _split_config(config)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = log or (lambda msg: None)
+
+    elf = Path(payload).resolve() if payload else pl.ensure_built()
+    if not elf.is_file():
+        raise KexectestError(f"lab: payload {elf} does not exist", Exit.BAD_INPUT)
+    time_limit = (overall_timeout or timeout) + BOOT_BUDGET_S
+    common = dict(machine=shape.machine, memory_mib=shape.memory, smp=shape.smp,
+                  accel=shape.accel, time_limit=time_limit, out_dir=out_dir)
+    session = dict(timeout=timeout, overall_timeout=overall_timeout, out_dir=out_dir,
+                   quiet=quiet, json_output=json_output, redact=redact,
+                   command_line=command_line or [sys.argv[0], "lab", "run"])
+
+    if loader == "direct":
+        # no Linux: the payload is patched on the host and leaves through isa-debug-exit
+        cfg_direct = dict(cfg)
+        if cfg_direct.get("debug_exit") is None:
+            cfg_direct["debug_exit"] = True
+        elf_run = pl.patch(elf, out_dir / "payload-direct.elf", **cfg_direct)
+        img = (image or lab_image.build_image(log=log)) if shape.disks else None
+        q = Qemu(kernel=elf_run, disks=img.disks[:shape.disks] if img else [], **common)
+        opts = RunOptions(serial_url="", payload_elf=elf_run, **session)
+    else:
+        img = image or lab_image.build_image(log=log)
+        q = Qemu(kernel=img.kernel, initrd=img.initrd, append=img.cmdline,
+                 disks=img.disks[:shape.disks], share_host=True, **common)
+        # the password goes to the session directly: never on a command line or in a file
+        opts = RunOptions(serial_url="", login=img.login, password=img.password,
+                          command=guest_command(elf, loader, cfg, list(args)),
+                          payload_elf=elf, **session)
+
+    log(f"starting QEMU ({shape.machine}, {shape.memory} MiB, {shape.smp} CPU, "
+        f"{shape.disks} disk(s), {q.accel})")
+    bundle_dir = None
+    with q:
+        opts.serial_url = q.serial_url
+        opts.qemu_stderr = q.stderr_path
+        opts.extra_environment = {"lab": {
+            "machine": dataclasses.asdict(shape), "accel": q.accel, "loader": loader,
+            "qemu_pid": q.pid, "qemu_argv": q.argv_used, "command": opts.command,
+            "image": str(img.directory) if img and img.directory else None}}
+        try:
+            result = run_session(opts, console=console)
+            bundle_dir = result.bundle_dir
+        except KexectestError as exc:
+            q.kill()
+            _keep_qemu_stderr(q, out_dir, None)
+            if q.timed_out:
+                raise KexectestError(f"{exc} (QEMU was ended at its {time_limit:.0f} s limit)",
+                                     exc.code) from None
+            raise
+        finally:
+            q.kill()
+    _keep_qemu_stderr(q, out_dir, bundle_dir)
+    return result
