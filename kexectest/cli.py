@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "kexectest.commands.load",
     "kexectest.commands.sweep",
     "kexectest.commands.lab",
+    "kexectest.commands.report",
 ]
 
 EXIT_HELP = "\n".join(

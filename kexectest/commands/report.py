@@ -1,0 +1,83 @@
+"""`kexectest report LOG...`: replay saved logs through the same analysis as a live run."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from ..analysis import analyze
+from ..classic import analyze_classic, looks_classic
+from ..errors import VERDICT_EXIT, Exit, KexectestError
+from ..report import render_summary_md, render_terminal, write_report_json
+from ..trace import lines_from_log
+
+
+def analyze_log(path: Path, payload=None):
+    """Analysis of one saved log (raw bytes, the collector's console.log, or an email paste)."""
+    try:
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise KexectestError(f"{path}: is a directory, not a log", Exit.BAD_INPUT)
+    except OSError as exc:
+        raise KexectestError(f"{path}: cannot read: {exc.strerror}", Exit.BAD_INPUT)
+    if not data.strip(b"\0\r\n\t "):
+        raise KexectestError(f"{path}: empty log", Exit.BAD_INPUT)
+    lines, fmt = lines_from_log(data)
+    if looks_classic(lines) and not any(ln.record for ln in lines):
+        a = analyze_classic(lines, stop_reason="replay")
+    else:
+        a = analyze(lines, stop_reason="replay", payload=payload)
+    a.timing["log_format"] = fmt
+    return a
+
+
+@click.command("report")
+@click.argument("logs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the table.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Write report.json and summary.md here (one sub-directory per log when several).")
+@click.option("--payload", "payload_elf", type=click.Path(path_type=Path, dir_okay=False),
+              help="The payload ELF the trace came from (step names, build-id check).")
+@click.option("--all-steps", is_flag=True, help="Also list steps never reached.")
+def report_cmd(logs, as_json, out_dir, payload_elf, all_steps):
+    """Analyse saved console logs: a raw capture, the collector's timestamped console.log
+    (`+SECONDS<TAB>text` lines), or text pasted from an email; classic kexec_test transcripts too.
+    Exit status is the verdict's (of the worst log when several)."""
+    from rich.console import Console
+
+    payload = None
+    if payload_elf is not None:
+        from ..payload import PayloadImage
+        payload = PayloadImage.open(payload_elf)
+    console = Console(highlight=False, soft_wrap=False)
+    codes = []
+    for path in logs:
+        a = analyze_log(path, payload)
+        codes.append(int(VERDICT_EXIT[a.verdict]))
+        if out_dir is not None:
+            d = out_dir / path.stem if len(logs) > 1 else out_dir
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+                write_report_json(a, d / "report.json")
+                env = {"log": str(path), "command": shlex.join(["kexectest", *sys.argv[1:]])}
+                (d / "summary.md").write_text(render_summary_md(a, env))
+            except OSError as exc:
+                raise KexectestError(f"{d}: cannot write the report: {exc.strerror}", Exit.NO_SPACE
+                                     if exc.errno == 28 else Exit.BAD_INPUT)
+        if as_json:
+            click.echo(json.dumps(a.to_dict(), indent=1, default=str))
+        else:
+            if len(logs) > 1:
+                console.print(f"[bold]{path}[/]")
+            render_terminal(a, console, all_steps=all_steps)
+            if out_dir is not None:
+                console.print(f"report: {d / 'report.json'}")
+    sys.exit(max(codes))
+
+
+def register(group: click.Group) -> None:
+    group.add_command(report_cmd)

@@ -1,0 +1,155 @@
+"""report.json, summary.md and the terminal rendering of one Analysis.
+
+Rendering only: the analysis decides, this module words it.  The rich Console is made at the
+edge (the command) and passed in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from . import __version__
+from .analysis import Analysis
+
+_MARK = {"ok": "ok", "error": "ERROR", "hung": "HUNG", "skipped": "skipped", "not-reached": "-"}
+
+
+def write_report_json(analysis: Analysis, path: Path | str) -> Path:
+    """Atomically (temporary name, then rename)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=".report.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(analysis.to_dict(), f, indent=1, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def short_result(step: dict, width: int = 70) -> str:
+    """One readable cell for a step's result."""
+    if step.get("reason") and step["status"] != "ok":
+        return step["reason"][:width]
+    r = step.get("result") or {}
+    if "entries" in r:
+        s = f"{r.get('count', len(r['entries']))} entries"
+    elif "drives" in r:
+        parts = []
+        for dr, v in r["drives"].items():
+            v = {k: x for k, x in v.items() if k != "status" and not isinstance(x, (dict, list))}
+            parts.append(f"{dr}: " + ", ".join(f"{k}={x}" for k, x in list(v.items())[:4]))
+        s = "; ".join(parts)
+    else:
+        s = ", ".join(f"{k}={v}" for k, v in r.items() if not isinstance(v, (dict, list)))
+        if "preferred_mode" in r:
+            pm = r["preferred_mode"]
+            s += f", preferred={pm['width']}x{pm['height']}"
+    return s if len(s) <= width else s[: width - 3] + "..."
+
+
+def _md_cell(s: str) -> str:
+    return str(s).replace("|", "\\|").replace("\n", " ")
+
+
+def render_summary_md(analysis: Analysis, environment: dict | None = None) -> str:
+    """Paste-ready for any tracker."""
+    env = environment or {}
+    d = analysis.to_dict()
+    out = [f"## kexectest: {d['verdict']}", "", f"**{d['summary']}**", ""]
+    loc = d["hang"] or d["reset"]
+    if loc and loc.get("step"):
+        idx = loc.get("index")
+        num = f"{idx:03d}" if isinstance(idx, int) else "?"
+        out += [f"- step: `{num}` `{loc['step']}` ({loc.get('title')}), {loc.get('call')}"]
+        if loc.get("note"):
+            out.append(f"- note: {loc['note']}")
+        if loc.get("silence_s") is not None:
+            out.append(f"- silence: {loc['silence_s']:.1f} s")
+    if d["hang"] or d["reset"] or d["verdict"] in ("no-output", "garbled", "died-before-handoff"):
+        ctx = analysis.context(before=12, after=0) if not d["reset"] else \
+            analysis.context(d["reset"].get("line_index"), before=10, after=1)
+        if ctx:
+            out += ["", "Last lines:", "", "```", *ctx, "```"]
+    for h in d.get("hints") or []:
+        out.append(f"- hint: {h}")
+    if d["kernel_trouble"]:
+        out += ["", "### Kernel trouble before the hand-off", ""]
+        for t in d["kernel_trouble"]:
+            out += [f"{t['kind']}{' (fatal)' if t['fatal'] else ''}: {t['title']}", "", "```", *t["block"], "```", ""]
+    if d["findings"]:
+        out += ["", "### Machine state at entry", ""] + [f"- {f['text']}" for f in d["findings"]]
+    if d["steps"]:
+        out += ["", "### Steps", "", "| # | step | call | status | result |", "|---|---|---|---|---|"]
+        for s in d["steps"]:
+            out.append(f"| {s['index']:03d} | {s['id']} | {_md_cell(s.get('call', ''))} | "
+                       f"{_MARK.get(s['status'], s['status'])} | {_md_cell(short_result(s))} |")
+    ba = d["before_after"]
+    if ba.get("available"):
+        out += ["", "### Before kexec / after kexec", ""]
+        if ba["differences"]:
+            out += [f"- {x}" for x in ba["differences"]]
+        else:
+            out.append("- no differences (E820 map, base memory, drives)")
+    if d["e820"]:
+        out += ["", "### E820 map (payload)", "", "```"]
+        out += [f"{e['base']:016X}-{e['base'] + e['length'] - 1:016X} {e.get('type_name', e['type'])}"
+                for e in d["e820"]]
+        out.append("```")
+    fw = ba.get("firmware") or {}
+    out += ["", "### Identity", ""]
+    if fw:
+        out.append("- machine/firmware: " + ", ".join(f"{k}={v}" for k, v in fw.items()))
+    if ba.get("kernel"):
+        out.append("- kernel: " + ", ".join(f"{k}={v}" for k, v in ba["kernel"].items()))
+    p = d["payload"]
+    out.append(f"- payload: version {p.get('version')}, build id {p.get('build_id')}"
+               + (f", sha256 {env['payload_sha256']}" if env.get("payload_sha256") else ""))
+    out.append(f"- kexectest {__version__}; trace source: {d['source']}")
+    out.append(f"- signature: `{d['signature'].get('id')}` {d['signature'].get('title')}")
+    if d["garbled"].get("bad_checksum_lines"):
+        out.append(f"- damaged payload lines (bad checksum): {d['garbled']['bad_checksum_lines']}")
+    t = d["timing"]
+    if t.get("payload_s") is not None:
+        out.append(f"- payload trace: {t['payload_bytes']} bytes in {t['payload_s']:.3f} s "
+                   f"(wire time at {t['baud']} baud: {t['wire_s']:.3f} s)")
+    for k, v in env.items():
+        if k not in ("command", "payload_sha256"):
+            out.append(f"- {k}: {v}")
+    if env.get("command"):
+        out += ["", "Command:", "", "```", env["command"], "```"]
+    return "\n".join(out) + "\n"
+
+
+def render_terminal(analysis: Analysis, console, *, all_steps: bool = False) -> None:
+    """The one-line verdict and a table of steps, on a rich Console."""
+    from rich.table import Table
+
+    d = analysis.to_dict()
+    style = {"completed": "green", "failed-steps": "yellow"}.get(d["verdict"], "red")
+    console.print(f"[bold {style}]{d['verdict']}[/]: {d['summary']}", highlight=False)
+    for t in d["kernel_trouble"]:
+        console.print(f"[yellow]kernel {t['kind']}[/] before hand-off: {t['title']}", highlight=False)
+    for f in d["findings"]:
+        console.print(f"[yellow]state:[/] {f['text']}", highlight=False)
+    for x in d["before_after"].get("differences", []):
+        console.print(f"[yellow]before/after:[/] {x}", highlight=False)
+    for h in d.get("hints") or []:
+        console.print(f"hint: {h}", highlight=False)
+    if not d["steps"]:
+        return
+    table = Table(show_edge=False, pad_edge=False)
+    for col in ("#", "step", "call", "status"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("result", no_wrap=True, overflow="ellipsis")
+    colour = {"ok": "green", "error": "yellow", "hung": "bold red", "skipped": "dim", "not-reached": "dim"}
+    shown = 0
+    for s in d["steps"]:
+        if not all_steps and s["status"] == "not-reached" and shown and d["verdict"] != "completed":
+            continue
+        shown += 1
+        c = colour.get(s["status"], "")
+        table.add_row(f"{s['index']:03d}", s["id"], s.get("call", ""), f"[{c}]{s['status']}[/]",
+                      short_result(s, 60))
+    console.print(table)
