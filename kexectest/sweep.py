@@ -9,6 +9,7 @@ is what `--resume` trusts.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import threading
@@ -171,7 +172,7 @@ class Sweep:
         self.old: list[dict] = []
 
     # -- one machine ------------------------------------------------------------------------
-    def _one_attempt(self, m: Machine, out: Path) -> dict:
+    def _one_attempt(self, m: Machine, out: Path, place=None) -> dict:
         watcher_stop = threading.Event()
         watcher = ConsoleWatcher(out, m.name, self.progress, watcher_stop)
         watcher.start()
@@ -179,10 +180,8 @@ class Sweep:
             if m.kind == "virtual":
                 res = _call_virtual(m, out, None)
             elif m.kind == "labgrid":
-                from .labgrid_place import run_labgrid
-
-                res = run_labgrid(m, out, lambda url: _call_hardware(
-                    m, out, None, self.opts.command_line, serial_url=url), self.progress)
+                res = _call_hardware(m, out, None, self.opts.command_line,
+                                     serial_url=place.serial_url)
             else:
                 res = _call_hardware(m, out, None, self.opts.command_line)
         except KexectestError as exc:
@@ -202,38 +201,18 @@ class Sweep:
         t0 = time.monotonic()
         retries = self.opts.retries if self.opts.retries is not None else m.retries
         done_before = _attempt_number(self.old, m.name)
-        powers: list[dict] = []
-        result: dict = {}
-        attempts = 0
         self.progress.set(m.name, "boot/login", "", started=time.time())
-        for attempt in range(1 + retries):
-            if self.stopping.is_set():
-                break
-            attempts += 1
-            n = done_before + attempt + 1
-            self.journal.write("attempt", machine=m.name, attempt=n)
-            self.progress.set(m.name, "boot/login", "", attempt=attempts)
-            try:
-                result = self._one_attempt(m, self.out / m.name / f"attempt-{n}")
-            except Exception as exc:  # a bug in one machine's path must not end the sweep
-                last = traceback.format_exception_only(type(exc), exc)[-1].strip()
-                result = {"verdict": "error", "exit_code": int(Exit.LAB_STAGE),
-                          "one_line": f"internal error: {last}", "error": last}
-            if self.stopping.is_set():
-                break
-            retry = (result["verdict"] in RETRYABLE and attempt < retries
-                     and result["exit_code"] not in NOT_RETRYABLE_CODES)
-            if not retry:
-                break
-            self.progress.set(m.name, "power", f"{result['verdict']}: power cycle, retry")
-            if m.kind != "virtual" and m.power.configured:
-                outcome = power_mod.cycle(m.power)
-                powers += [p.to_dict() for p in outcome]
-                self.journal.write("power", machine=m.name, results=[p.to_dict() for p in outcome])
-                if not all(p.ok for p in outcome):
-                    bad = next(p for p in outcome if not p.ok)
-                    result["one_line"] += f"; {bad.one_line()}, not retried"
-                    break
+        try:
+            with self._place(m) as place:
+                attempts, result, powers = self._attempts(m, place, retries, done_before)
+        except KexectestError as exc:  # a labgrid place taken or missing: this machine only
+            attempts, result, powers = 0, {"verdict": "error", "exit_code": int(exc.code),
+                                           "one_line": str(exc), "error": str(exc)}, []
+        except Exception as exc:  # e.g. a labgrid RPC failing mid-way: still this machine only
+            last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+            attempts, result, powers = 0, {"verdict": "error", "exit_code": int(Exit.LAB_STAGE),
+                                           "one_line": f"internal error: {last}",
+                                           "error": last}, []
         rec = {"machine": m.name, "kind": m.kind, "tags": m.tags, "attempts": attempts,
                "seconds": round(time.monotonic() - t0, 3), "power": powers,
                **{k: result.get(k) for k in ("verdict", "exit_code", "one_line", "error",
@@ -246,6 +225,52 @@ class Sweep:
         self.progress.set(m.name, "verdict", rec["one_line"] or "", verdict=rec["verdict"],
                           one_line=rec["one_line"] or "")
         return rec
+
+    def _place(self, m: Machine):
+        if m.kind != "labgrid":
+            return contextlib.nullcontext(None)
+        from .labgrid_place import acquired
+
+        self.progress.set(m.name, "boot/login", f"acquiring {m.labgrid.place or m.labgrid.tags}")
+        return acquired(m)
+
+    def _attempts(self, m: Machine, place, retries: int, done_before: int):
+        powers: list[dict] = []
+        result: dict = {}
+        attempts = 0
+        for attempt in range(1 + retries):
+            if self.stopping.is_set():
+                break
+            attempts += 1
+            n = done_before + attempt + 1
+            self.journal.write("attempt", machine=m.name, attempt=n)
+            self.progress.set(m.name, "boot/login", "", attempt=attempts)
+            try:
+                result = self._one_attempt(m, self.out / m.name / f"attempt-{n}", place)
+            except Exception as exc:  # a bug in one machine's path must not end the sweep
+                last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+                result = {"verdict": "error", "exit_code": int(Exit.LAB_STAGE),
+                          "one_line": f"internal error: {last}", "error": last}
+            if self.stopping.is_set():
+                break
+            retry = (result["verdict"] in RETRYABLE and attempt < retries
+                     and result["exit_code"] not in NOT_RETRYABLE_CODES)
+            if not retry:
+                break
+            self.progress.set(m.name, "power", f"{result['verdict']}: power cycle, retry")
+            outcome = []
+            if place is not None and place.has_power:
+                outcome = place.cycle()
+            elif m.kind != "virtual" and m.power.configured:
+                outcome = power_mod.cycle(m.power)
+            if outcome:
+                powers += [p.to_dict() for p in outcome]
+                self.journal.write("power", machine=m.name, results=[p.to_dict() for p in outcome])
+                if not all(p.ok for p in outcome):
+                    bad = next(p for p in outcome if not p.ok)
+                    result["one_line"] += f"; {bad.one_line()}, not retried"
+                    break
+        return attempts, result, powers
 
     # -- the sweep --------------------------------------------------------------------------
     def run(self) -> dict:

@@ -1,0 +1,132 @@
+"""labgrid places as sweep machines: acquire through labgrid's own client library, release always.
+
+The coordinator's lock is what lets several sweeps (on several hosts) share one
+lab: a place taken by someone else is one clear line for that machine, and the
+sweep goes on.  labgrid is an optional extra; it is imported only here, and
+only when a lab file has a labgrid machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from contextlib import contextmanager
+from typing import Iterator
+
+from .errors import Exit, KexectestError
+from .labfile import Machine
+from .power import PowerResult
+
+
+def _import():
+    try:
+        from labgrid.remote import client
+        from labgrid.remote.generated import labgrid_coordinator_pb2
+    except ImportError:
+        raise KexectestError("labgrid is not installed: pip install 'kexectest[labgrid]'",
+                             Exit.MISSING_TOOL) from None
+    return client, labgrid_coordinator_pb2
+
+
+def serial_url(resource) -> str:
+    """A pyserial URL for a labgrid NetworkSerialPort (ser2net raw or telnet/RFC 2217)."""
+    args = resource.args
+    host, port = args.get("host"), args.get("port")
+    if not host or not port:
+        raise KexectestError(f"NetworkSerialPort without host/port: {dict(args)}", Exit.SERIAL)
+    scheme = "socket" if args.get("protocol", "rfc2217") == "raw" else "rfc2217"
+    return f"{scheme}://{host}:{port}"
+
+
+class AcquiredPlace:
+    """One acquired place: its serial URL and, when it has one, its power port."""
+
+    def __init__(self, session, place, loop, machine: Machine):
+        self.session, self.place, self.loop, self.machine = session, place, loop, machine
+        self.name = place.name
+        resources = session.get_target_resources(place)
+        self.resources = {cls: res for (_, cls), res in resources.items()}
+        if "NetworkSerialPort" not in self.resources:
+            raise KexectestError(f"machine {machine.name!r}: labgrid place {self.name} has no "
+                                 f"NetworkSerialPort", Exit.CONFIG)
+        self.serial_url = serial_url(self.resources["NetworkSerialPort"])
+        self.has_power = "NetworkPowerPort" in self.resources
+
+    def cycle(self) -> list[PowerResult]:
+        """Power-cycle through labgrid's power driver for this place."""
+        import time
+
+        t0 = time.monotonic()
+        try:
+            target = self.session._get_target(self.place)
+            drv = self.session._get_driver_or_new(target, "NetworkPowerDriver")
+            drv.cycle()
+            return [PowerResult("cycle", f"labgrid NetworkPowerDriver {self.name}", True, 0,
+                                time.monotonic() - t0, "")]
+        except Exception as exc:  # the PDU's failure is this machine's, not the sweep's
+            return [PowerResult("cycle", f"labgrid NetworkPowerDriver {self.name}", False, 1,
+                                time.monotonic() - t0, str(exc))]
+
+
+def _choose(session, m: Machine):
+    lg = m.labgrid
+    if lg.place:
+        place = session.places.get(lg.place)
+        if place is None:
+            raise KexectestError(f"machine {m.name!r}: labgrid place {lg.place!r} does not exist "
+                                 f"on {lg.coordinator}", Exit.CONFIG)
+        return [place]
+    found = [p for p in session.places.values()
+             if all(p.tags.get(k) == v for k, v in lg.tags.items())]
+    if not found:
+        raise KexectestError(f"machine {m.name!r}: no labgrid place with tags {lg.tags} on "
+                             f"{lg.coordinator}", Exit.CONFIG)
+    return sorted(found, key=lambda p: p.name)
+
+
+@contextmanager
+def acquired(m: Machine) -> Iterator[AcquiredPlace]:
+    """Acquire m's place (or the first free place with its tags); release it whatever happens."""
+    client, pb2 = _import()
+    loop = asyncio.new_event_loop()
+    try:
+        try:
+            session = client.start_session(m.labgrid.coordinator, loop=loop,
+                                           extra={"args": argparse.Namespace(
+                                               allow_unmatched=False, kick=False)})
+        except Exception as exc:
+            raise KexectestError(f"machine {m.name!r}: cannot reach labgrid coordinator "
+                                 f"{m.labgrid.coordinator}: {exc}", Exit.SERIAL) from None
+        try:
+            got, why = None, []
+            for place in _choose(session, m):
+                if place.acquired:
+                    why.append(f"{place.name} is taken by {place.acquired}")
+                    continue
+                try:
+                    loop.run_until_complete(session.stub.AcquirePlace(
+                        pb2.AcquirePlaceRequest(placename=place.name)))
+                    loop.run_until_complete(session.sync_with_coordinator())
+                    got = session.places[place.name]
+                    break
+                except Exception as exc:  # lost the race to another sweep: try the next one
+                    why.append(f"{place.name}: {getattr(exc, 'details', lambda: exc)()}")
+            if got is None:
+                raise KexectestError(f"machine {m.name!r}: labgrid place not acquired: "
+                                     f"{'; '.join(why)}", Exit.SERIAL)
+            try:
+                yield AcquiredPlace(session, got, loop, m)
+            finally:
+                try:
+                    loop.run_until_complete(session.stub.ReleasePlace(
+                        pb2.ReleasePlaceRequest(placename=got.name)))
+                except Exception:
+                    pass  # nothing more to do here; `labgrid-client release` frees it
+        finally:
+            try:
+                loop.run_until_complete(session.stop())
+                loop.run_until_complete(session.close())
+            except Exception:
+                pass
+    finally:
+        loop.close()

@@ -1,0 +1,215 @@
+"""`kexectest sweep` end to end: real TCP consoles on 127.0.0.1 replaying recorded traces,
+real power commands, a real journal; and the virtual lab on real QEMU."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from kexectest import journal
+from kexectest.errors import Exit
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT / "tests" / "corpus"
+
+
+class ReplayConsole:
+    """A loopback 'serial console' (ser2net raw style): each connection gets a recorded log,
+    then the line stays open and silent, like a machine that stopped talking."""
+
+    def __init__(self, log: Path, delay: float = 0.5):
+        self.data = log.read_bytes()
+        self.delay = delay
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self._conns: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            self._conns.append(conn)
+            threading.Thread(target=self._send, args=(conn,), daemon=True).start()
+
+    def _send(self, conn):
+        try:
+            time.sleep(self.delay)
+            for i in range(0, len(self.data), 4096):
+                conn.sendall(self.data[i:i + 4096])
+        except OSError:
+            pass
+
+    @property
+    def url(self) -> str:
+        return f"socket://127.0.0.1:{self.port}"
+
+    def close(self):
+        self.sock.close()
+        for c in self._conns:
+            c.close()
+
+
+def closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def run_cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "kexectest", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+@pytest.fixture
+def consoles():
+    made = []
+
+    def make(name, delay=0.5):
+        c = ReplayConsole(CORPUS / name, delay)
+        made.append(c)
+        return c
+    yield make
+    for c in made:
+        c.close()
+
+
+def hardware_lab(tmp_path, consoles, *, slow=0.5) -> Path:
+    ok = consoles("completed.log", delay=slow)
+    ok2 = consoles("completed.log")
+    hung = consoles("hung-e820.log")
+    fail = consoles("failed-steps.log")
+    text = f"""
+[lab]
+name = "loopback"
+[defaults]
+timeout = 1.5
+trigger = {{ kind = "manual" }}
+[[machine]]
+name = "ok"
+tags = ["good"]
+serial = "{ok.url}"
+timeout = {slow + 5}
+[[machine]]
+name = "ok-too"
+tags = ["good"]
+serial = "{ok2.url}"
+[[machine]]
+name = "hangs"
+serial = "{hung.url}"
+retries = 1
+power = {{ cycle = "echo cycled >> {tmp_path}/power.log" }}
+[[machine]]
+name = "steps-fail"
+serial = "{fail.url}"
+[[machine]]
+name = "wrong-url"
+serial = "socket://127.0.0.1:{closed_port()}"
+[[machine]]
+name = "bad-pdu"
+serial = "{hung.url}"
+retries = 2
+power = {{ cycle = "echo PDU says no >&2; exit 3" }}
+[[machine]]
+name = "no-secret"
+serial = "{ok.url}"
+trigger = {{ kind = "console", login = "root", password_env = "KT_SURELY_UNSET_PW" }}
+"""
+    p = tmp_path / "loop.toml"
+    p.write_text(text)
+    return p
+
+
+def test_hardware_sweep(tmp_path, consoles):
+    lab = hardware_lab(tmp_path, consoles)
+    out = tmp_path / "sweep"
+    proc = run_cli("sweep", lab, "--out", out)
+    s = json.loads((out / "sweep.json").read_text())
+    m = {x["name"]: x for x in s["machines"]}
+    assert set(m) == {"ok", "ok-too", "hangs", "steps-fail", "wrong-url", "bad-pdu", "no-secret"}
+    assert m["ok"]["verdict"] == "completed" and m["ok-too"]["verdict"] == "completed"
+    assert m["hangs"]["verdict"] == "hung" and m["hangs"]["attempts"] == 2
+    assert (tmp_path / "power.log").read_text() == "cycled\n"
+    assert m["steps-fail"]["verdict"] == "failed-steps"
+    assert m["wrong-url"]["verdict"] == "error" and m["wrong-url"]["exit_code"] == Exit.SERIAL
+    assert m["bad-pdu"]["attempts"] == 1 and "exited 3" in m["bad-pdu"]["one_line"]
+    assert m["bad-pdu"]["power"][0]["ok"] is False
+    assert m["no-secret"]["exit_code"] == Exit.CONFIG and "KT_SURELY_UNSET_PW" in m["no-secret"]["error"]
+    # worst verdict decides the exit code: the tool error (serial) outranks hung
+    assert proc.returncode == s["exit_code"] != 0, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    for name in ("ok", "hangs", "steps-fail"):
+        assert (out / m[name]["bundle"] / "report.json").exists()
+        assert (out / m[name]["bundle"]).is_relative_to(out / name)
+    assert m["hangs"]["steps"] and any(st["status"] == "hung" for st in m["hangs"]["steps"])
+    root = ET.parse(out / "junit.xml").getroot()
+    assert {t.get("name") for t in root.findall("testsuite")} == set(m)
+    html = (out / "report.html").read_text()
+    for name, x in m.items():
+        assert f'data-machine="{name}" data-verdict="{x["verdict"]}"' in html
+
+
+def test_only_and_exit_zero(tmp_path, consoles):
+    lab = hardware_lab(tmp_path, consoles)
+    out = tmp_path / "good"
+    proc = run_cli("sweep", lab, "--only", "good", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 completed" in proc.stdout
+    # the same directory again without --resume is refused; with it, nothing re-runs
+    again = run_cli("sweep", lab, "--only", "good", "--out", out)
+    assert again.returncode == Exit.USAGE and "--resume" in again.stderr
+    resumed = run_cli("sweep", lab, "--only", "good", "--out", out, "--resume")
+    assert resumed.returncode == 0
+    starts = [r for r in journal.read(out) if r["event"] == "attempt"]
+    assert len(starts) == 2
+
+
+def test_resume_after_kill(tmp_path, consoles):
+    lab = hardware_lab(tmp_path, consoles, slow=8.0)  # "ok" answers only after 8 s
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "kexectest", "sweep", str(lab), "--only",
+                             "good", "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if journal.finished(journal.read(out)):
+                break
+            time.sleep(0.1)
+        done = journal.finished(journal.read(out))
+        assert list(done) == ["ok-too"]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == Exit.INTERRUPTED and "--resume" in err
+    assert not (out / "sweep.json").exists()
+    before = journal.read(out)
+    resumed = run_cli("sweep", lab, "--only", "good", "--out", out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    after = journal.read(out)[len(before):]
+    rerun = {r["machine"] for r in after if r["event"] == "attempt"}
+    assert rerun == {"ok"}  # the finished machine was not run again
+    s = json.loads((out / "sweep.json").read_text())
+    assert {x["name"]: x["verdict"] for x in s["machines"]} == {"ok": "completed",
+                                                                 "ok-too": "completed"}
