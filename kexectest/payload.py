@@ -79,6 +79,10 @@ def _tool(name: str) -> str:
     return path
 
 
+# ld's words for a size/placement limit (region overflow, overlap, the script's own ASSERTs)
+_LIMIT_RE = re.compile(r"too large|will not fit|overflowed by|overlaps|kexectest payload")
+
+
 def _first_error(output: str) -> str:
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
     for ln in lines:
@@ -109,6 +113,8 @@ def build(out: Path | str | None = None) -> Path:
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 msg = _first_error(proc.stderr + proc.stdout)
+                if what == "linker" and _LIMIT_RE.search(msg):
+                    raise KexectestError(f"payload breaks its limits: {msg}", Exit.PAYLOAD_LIMITS)
                 raise KexectestError(f"{what} failed: {msg}", Exit.BAD_INPUT)
         img = PayloadImage.open(elf_tmp)
         errors = [m for lvl, m in img.checks() if lvl == "error"]

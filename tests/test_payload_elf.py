@@ -273,18 +273,25 @@ def test_mutated_elf_never_tracebacks(elf, data):
 # --- checks ------------------------------------------------------------------------------------
 
 
-def with_paddr(elf: Path, dst: Path, paddr: int) -> Path:
-    """A copy whose first load segment claims another physical address (header patched)."""
+def with_phdr(elf: Path, dst: Path, paddr: int | None = None, memsz: int | None = None) -> Path:
+    """A copy whose first load segment claims another physical address or memory size."""
     data = bytearray(elf.read_bytes())
     phoff, = struct.unpack_from("<I", data, 28)
     phentsize, phnum = struct.unpack_from("<HH", data, 42)
     for i in range(phnum):
         base = phoff + i * phentsize
         if struct.unpack_from("<I", data, base)[0] == 1:  # PT_LOAD
-            struct.pack_into("<I", data, base + 12, paddr)
+            if paddr is not None:
+                struct.pack_into("<I", data, base + 12, paddr)
+            if memsz is not None:
+                struct.pack_into("<I", data, base + 20, memsz)
             break
     dst.write_bytes(bytes(data))
     return dst
+
+
+def with_paddr(elf: Path, dst: Path, paddr: int) -> Path:
+    return with_phdr(elf, dst, paddr=paddr)
 
 
 @pytest.mark.parametrize("paddr, expect", [
@@ -297,6 +304,13 @@ def test_checks_catch_bad_placement(elf, tmp_path, paddr, expect):
     assert any(expect in m for m in errors), errors
     line = assert_one_line_error(run_cli("inspect", bad), Exit.PAYLOAD_LIMITS)
     assert "segment" in line
+
+
+def test_checks_catch_no_room_for_the_stack(elf, tmp_path):
+    big = with_phdr(elf, tmp_path / "big.elf", memsz=0xF800)
+    errors = [m for lvl, m in pl.PayloadImage.open(big).checks() if lvl == "error"]
+    assert any("room for the stack" in m for m in errors), errors
+    assert_one_line_error(run_cli("inspect", big), Exit.PAYLOAD_LIMITS)
 
 
 def test_checks_pass_and_warn_for_unaligned(elf, img, tmp_path):
