@@ -123,7 +123,7 @@ def _attempt_number(records: list[dict], name: str) -> int:
     return sum(1 for r in records if r["event"] == "attempt" and r.get("machine") == name)
 
 
-def _call_virtual(m: Machine, out: Path, console):
+def _call_virtual(m: Machine, out: Path, console, command_line: list[str], log=None):
     """Run one QEMU machine through the lab runner, passing only what it accepts."""
     from .lab import runner  # the lab engineer's module: imported late, optional for hardware
 
@@ -131,7 +131,8 @@ def _call_virtual(m: Machine, out: Path, console):
     wanted = {"loader": m.load.get("via", "syscall"), "out_dir": out, "timeout": m.timeout,
               "console": console, "memory": m.qemu.memory, "memory_mib": m.qemu.memory,
               "smp": m.qemu.smp, "disks": m.qemu.disks, "accel": m.qemu.accel,
-              "machine": m.qemu.machine}
+              "machine": m.qemu.machine, "quiet": True, "command_line": command_line,
+              "log": log}
     wanted.update({k: v for k, v in m.load.items() if k != "via"})
     params = inspect.signature(fn).parameters
     takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
@@ -178,7 +179,8 @@ class Sweep:
         watcher.start()
         try:
             if m.kind == "virtual":
-                res = _call_virtual(m, out, None)
+                res = _call_virtual(m, out, None, self.opts.command_line,
+                                    log=lambda msg: self.progress.set(m.name, detail=str(msg)))
             elif m.kind == "labgrid":
                 res = _call_hardware(m, out, None, self.opts.command_line,
                                      serial_url=place.serial_url)
