@@ -366,9 +366,11 @@ def before_after(snap: dict | None, e820: list[dict], steps: list[dict]) -> dict
         return {"available": False, "differences": []}
     diffs: list[str] = []
     out: dict = {"available": True, "differences": diffs}
+    by_id = {s["id"]: s for s in steps}
+    done = lambda sid: by_id.get(sid, {}).get("status") in ("ok", "error")  # noqa: E731
     src = "e820" if snap.get("e820") else "memmap"
     before = [(x["start"], x["end"], e820_type(x.get("type"))) for x in snap.get(src) or []]
-    if before and e820:
+    if before and e820 and done("e820"):
         after = [(x["base"], x["base"] + x["length"] - 1, x["type"]) for x in e820 if x["length"]]
         b, a = set(_merged(before)), set(_merged(after))
         only_b, only_a = sorted(b - a), sorted(a - b)
@@ -378,7 +380,6 @@ def before_after(snap: dict | None, e820: list[dict], steps: list[dict]) -> dict
             diffs.append(f"E820 before only: {_rng(r)['text']}")
         for r in only_a:
             diffs.append(f"E820 after only: {_rng(r)['text']}")
-    by_id = {s["id"]: s for s in steps}
     kib = snap.get("basemem_kib")
     base = by_id.get("base-mem", {}).get("result", {}).get("kib")
     if kib is not None and base is not None:
@@ -388,7 +389,7 @@ def before_after(snap: dict | None, e820: list[dict], steps: list[dict]) -> dict
     edd_b = {re.sub(r".*?([0-9a-fA-F]{2})$", r"\1", k).upper(): v for k, v in (snap.get("edd") or {}).items()}
     drives_after = by_id.get("edd-check", {}).get("result", {}).get("drives", {})
     params = by_id.get("edd-params", {}).get("result", {}).get("drives", {})
-    if edd_b or drives_after:
+    if (edd_b or drives_after) and done("edd-check"):
         out["drives"] = {"before": sorted(edd_b), "after": sorted(drives_after)}
         if sorted(edd_b) != sorted(drives_after) and edd_b:
             diffs.append(f"BIOS drives: {', '.join(sorted(edd_b)) or 'none'} before, "

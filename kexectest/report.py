@@ -128,7 +128,8 @@ def render_terminal(analysis: Analysis, console, *, all_steps: bool = False) -> 
 
     d = analysis.to_dict()
     style = {"completed": "green", "failed-steps": "yellow"}.get(d["verdict"], "red")
-    console.print(f"[bold {style}]{d['verdict']}[/]: {d['summary']}", highlight=False)
+    head = d["summary"] if d["summary"].startswith(d["verdict"]) else f"{d['verdict']}: {d['summary']}"
+    console.print(f"[bold {style}]{head}[/]", highlight=False)
     for t in d["kernel_trouble"]:
         console.print(f"[yellow]kernel {t['kind']}[/] before hand-off: {t['title']}", highlight=False)
     for f in d["findings"]:
@@ -139,9 +140,9 @@ def render_terminal(analysis: Analysis, console, *, all_steps: bool = False) -> 
         console.print(f"hint: {h}", highlight=False)
     if not d["steps"]:
         return
-    table = Table(show_edge=False, pad_edge=False)
-    for col in ("#", "step", "call", "status"):
-        table.add_column(col, no_wrap=True)
+    table = Table(box=None, pad_edge=False)
+    for col, w in (("#", 3), ("step", 16), ("call", 16), ("status", 11)):
+        table.add_column(col, no_wrap=True, min_width=w)
     table.add_column("result", no_wrap=True, overflow="ellipsis")
     colour = {"ok": "green", "error": "yellow", "hung": "bold red", "skipped": "dim", "not-reached": "dim"}
     shown = 0
