@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from .. import payload as pl
 from ..errors import Exit, KexectestError
@@ -125,7 +123,9 @@ def _hex(v: int | None, width: int = 0) -> str:
     return "-" if v is None else f"0x{v:0{width}x}"
 
 
-def _render(img: pl.PayloadImage, console: Console) -> None:
+def _render(img: pl.PayloadImage, console) -> None:
+    from rich.table import Table  # imported here: `load` on a slow target need not pay for it
+
     console.print(f"[bold]{img.path}[/]  version {img.version or '-'}")
     console.print(f"build id {img.build_id or '-'}")
     console.print(f"sha256   {img.sha256}")
@@ -180,6 +180,8 @@ def inspect_cmd(payload, as_json):
     if as_json:
         click.echo(json.dumps(img.to_dict(), indent=2))
     else:
+        from rich.console import Console
+
         _render(img, Console())
     errors = [m for lvl, m in img.checks() if lvl == "error"]
     if errors:  # a payload that would not survive the hand-off: say so in the exit status too
