@@ -31,7 +31,7 @@ TROUBLE = [
 # one cheap pre-filter over raw bytes: a line is worth a regex only if it contains one of these
 TROUBLE_HINTS = (b"cut here", b"panic", b"Oops", b"protection fault", b"BUG", b"WARNING", b"INFO:",
                  b"Call Trace")
-_BLOCK_END = re.compile(r"---\[ end |^end Kernel panic|Kernel Offset:|Rebooting in")
+_BLOCK_END = re.compile(r"---\[ end |^end Kernel panic|Rebooting in")
 _CONT = re.compile(r"^(\s|Call Trace|Modules linked in|CPU:|Hardware name|RIP:|RSP:|RAX:|RDX:|RBP:|R\d+:|"
                    r"FS:|CS:|CR2:|Code:|EIP:|EAX:|ESI:|DS:|Stack:|Workqueue:|<TASK>|</TASK>|<IRQ>|</IRQ>|"
                    r"\? |[\w.]+\+0x[0-9a-f]+/0x[0-9a-f]+|Kernel panic|---\[|\[ end|in_atomic|irqs disabled|"

@@ -1,0 +1,85 @@
+"""Analysis units: live state, verdict edges, findings, signatures, before/after."""
+
+from __future__ import annotations
+
+from kexectest.analysis import LiveState, analyze, before_after, state_findings
+from kexectest.trace import format_line, split_all
+
+
+def lines(*texts):
+    return split_all(("\r\n".join(texts) + "\r\n").encode())
+
+
+BANNER = format_line("KT banner version=0.1.0 build=AB entry=32 uart=03F8 div=0001 steps=071")
+
+
+def test_live_state_tracks_steps_and_stops():
+    ls = LiveState()
+    seq = lines("[ 1.0] kexec_core: Starting new kernel", BANNER, format_line("KT mode real"),
+                format_line("KT begin 008 base-mem int=12 ax=0000"))
+    assert [ls.feed(x) for x in seq] == [None, None, None, None]
+    assert ls.handoff_seen and ls.payload_started and ls.current == (8, "base-mem")
+    ls.feed(lines(format_line("KT end 008 base-mem cf=0 eax=0000027F"))[0])
+    assert ls.current is None and ls.steps_done == 1
+    assert ls.feed(lines("SeaBIOS (version 1.16.2)")[0]) == "reset"
+    ls2 = LiveState()
+    ls2.feed(lines(BANNER)[0])
+    assert ls2.feed(lines(format_line("KT done steps=071 errors=000"))[0]) == "final"
+    # after done (int 19h chain) the BIOS banner is expected, not a reset
+    assert ls2.feed(lines("Booting from Hard Disk...")[0]) is None
+
+
+def test_hung_with_silence_and_between_steps():
+    seq = lines(BANNER, format_line("KT mode real"), format_line("KT begin 000 state int=00 ax=0000"),
+                format_line("KT end 000 state cf=0 eax=00000000"))
+    a = analyze(seq, stop_reason="timeout", silence_s=30.0)
+    assert a.verdict == "hung" and a.hang["between_steps"] and a.hang["step"] == "apic-fix"
+    seq += lines(format_line("KT begin 001 apic-fix int=00 ax=0000"))
+    a = analyze(seq, stop_reason="timeout", silence_s=30.0)
+    assert a.hang["step"] == "apic-fix" and "30.0 s" in a.one_line()
+    assert [s["status"] for s in a.steps[:3]] == ["ok", "hung", "not-reached"]
+    b = analyze(seq, stop_reason="interrupted")
+    assert b.verdict == "interrupted"
+    assert a.signature["id"] != b.signature["id"]
+
+
+def test_signature_ignores_numbers_and_times():
+    one = lines("[ 5.1] kexec_core: Starting new kernel", BANNER, format_line("KT begin 009 e820 int=15 ax=E820 i=0"))
+    two = lines("[ 9.7] kexec_core: Starting new kernel", BANNER.replace("build=AB", "build=CD"),
+                format_line("KT begin 009 e820 int=15 ax=E820 i=3"))
+    two = split_all(b"\r\n".join(x.text.encode() for x in two) + b"\r\n")
+    assert analyze(one).signature == analyze(two).signature
+    assert "e820" in analyze(one).signature["title"]
+
+
+def test_bad_checksums_counted_not_decoded():
+    good = format_line("KT begin 008 base-mem int=12 ax=0000")
+    a = analyze(lines(BANNER, good[:-1] + "0" if good[-1] != "0" else good[:-1] + "1"))
+    assert a.garbled["bad_checksum_lines"] == 1
+    assert a.hang["between_steps"]  # the damaged begin line was not believed
+
+
+def test_state_findings():
+    st = {"ivt": {"v13": "0070:0100", "v10": "C000:0060", "v41": "9FC0:003D"},
+          "apic": {"present": 1, "svr": 0x0F, "lvt0": 0x10700}, "pic": {"mask1": 0xFF, "mask2": 0x00}}
+    kinds = [f["kind"] for f in state_findings(st)]
+    assert kinds == ["ivt-rewritten", "apic-disabled", "lvt0-masked", "pic-masked"]
+    assert state_findings({"ivt": {"v13": "F000:E3FE"}}) == []
+
+
+def test_before_after_lists_differences():
+    snap = {"e820": [{"start": 0, "end": 0x9FBFF, "type": "usable"},
+                     {"start": 0x100000, "end": 0x7FDFFFF, "type": "usable"}], "basemem_kib": 639,
+            "edd": {"80": {"sectors": 2048}}}
+    e820 = [{"base": 0, "length": 0x9FC00, "type": 1}, {"base": 0x100000, "length": 0x7000000, "type": 1}]
+    steps = [{"id": "e820", "status": "ok", "result": {}}, {"id": "base-mem", "status": "ok", "result": {"kib": 638}},
+             {"id": "edd-check", "status": "ok", "result": {"drives": {"80": {}, "81": {}}}}]
+    ba = before_after(snap, e820, steps)
+    assert not ba["e820"]["same"] and len(ba["e820"]["only_before"]) == 1
+    assert any("base memory: 639 KiB before, 638 KiB after" == d for d in ba["differences"])
+    assert any(d.startswith("BIOS drives: 80 before, 80, 81 after") for d in ba["differences"])
+    # adjacent ranges of one type compare equal to one merged range; memmap end is inclusive too
+    split = [{"base": 0, "length": 0x50000, "type": 1}, {"base": 0x50000, "length": 0x4FC00, "type": 1},
+             {"base": 0x100000, "length": 0x7EE0000, "type": 1}]
+    assert before_after(snap, split, steps)["e820"]["same"]
+    assert before_after(None, e820, steps) == {"available": False, "differences": []}

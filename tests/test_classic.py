@@ -1,0 +1,49 @@
+"""Classic kexec_test transcripts: where it hung, from which labels print before/after."""
+
+from __future__ import annotations
+
+import pytest
+
+from kexectest.classic import analyze_classic, looks_classic
+from kexectest.trace import split_all
+
+HEAD = ["kexec_test 1.8 starting...", "eax: 0E1FB007 ebx: 0000115C ecx: 00000000 edx: 00000000",
+        "Switching descriptors.", "Descriptors changed.", "Legacy pic setup.", "In real mode."]
+
+
+def run(*texts):
+    ls = split_all(("\r\n".join(texts) + "\r\n").encode())
+    assert looks_classic(ls)
+    return analyze_classic(ls)
+
+
+@pytest.mark.parametrize("tail,step,between", [
+    ([], "sti", False),
+    (["Interrupts enabled."], "base-mem", False),  # int 12h prints after the call
+    (["Interrupts enabled.", "Base memory size: 027F", "A20 disabled.", "E820 Memory Map."], "e820", False),
+    (["Interrupts enabled.", "Base memory size: 027F", "A20 disabled.", "E820 Memory Map.",
+      "000000000009FC00 @ 0000000000000000 type: 00000001", "E801  Memory size: 0001FC00"], "mem88", False),
+    (["Testing for APM."], "apm-check", False),
+    (["APM test done.", "Equiptment list: "], "equipment", False),
+    (["APM test done.", "Equiptment list: 0027"], "sysdesc", True),  # between calls, before the label
+    (["Video Mode: 0003", "Setting auto repeat rate "], "kbd-rate", False),
+    (["DASD type: 0003 00000000", "EDD:"], "edd", False),
+    (["DASD ty"], "dasd-type", False),  # the label itself cut on the wire
+])
+def test_hang_points(tail, step, between):
+    a = run(*HEAD, *tail)
+    assert a.verdict == "hung" and a.hang["step"] == step
+    assert a.hang["between_steps"] is between
+    assert a.source == "classic"
+
+
+def test_completed_and_a20_failure():
+    done = HEAD + ["Interrupts enabled.", "A20 gate not responding!", "Interrupts disabled.", "In protected mode.",
+                   "Halting."]
+    a = run(*done)
+    assert a.verdict == "failed-steps" and [s["id"] for s in a.steps if s["status"] == "error"] == ["a20-enable"]
+
+
+def test_reset_in_classic():
+    a = run(*HEAD, "Interrupts enabled.", "SeaBIOS (version 1.16.2)")
+    assert a.verdict == "reset"
