@@ -265,7 +265,7 @@ def make_tarball(run_dir: Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f"{run_dir.name}.tar.gz.tmp-", dir=run_dir.parent)
     os.close(fd)
     try:
-        with tarfile.open(tmp, "w:gz") as tar:
+        with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
             for path in sorted(run_dir.iterdir()):
                 if path.name.startswith("."):
                     continue

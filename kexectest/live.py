@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 REFRESH_S = 0.25  # at most 4 redraws a second, whatever the console's line rate
+PLAIN_MAX = 300  # plain output shows the start of very long lines; console.log has them whole
 
 
 class View:
@@ -52,7 +53,8 @@ class PlainView(View):
             self.console.print(f"... {new - len(capture.tail)} lines (see console.log)",
                                markup=False, highlight=False)
         for line in tail:
-            self.console.print(f"{line.t or 0.0:10.3f}  {line.text}", markup=False,
+            text = line.text if len(line.text) <= PLAIN_MAX else line.text[:PLAIN_MAX] + "…"
+            self.console.print(f"{line.t or 0.0:10.3f}  {text}", markup=False,
                                highlight=False, soft_wrap=True)
         self.seen = capture.lines
 

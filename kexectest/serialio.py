@@ -178,10 +178,21 @@ def open_port(settings: SerialSettings) -> Port:
             raise KexectestError(f"serial device {url} does not exist", Exit.SERIAL)
         kwargs["exclusive"] = True
     try:
-        ser = serial.serial_for_url(url, **kwargs)
+        ser = serial.serial_for_url(url, do_not_open=True, **kwargs)
+        # pyserial flushes the input on open (socket://, tty): bytes the target sent while we
+        # connected would be lost, and the kernel's first words matter.  Keep them.
+        ser.reset_input_buffer = ser._reset_input_buffer = _keep_input
+        try:
+            ser.open()
+        finally:
+            del ser.reset_input_buffer, ser._reset_input_buffer
     except (ValueError, serial.SerialException, OSError) as exc:
         raise _open_error(url, exc) from None
     return Port(ser, settings)
+
+
+def _keep_input() -> None:
+    """Stands in for pyserial's input flush while a port opens."""
 
 
 class Scrubber:

@@ -1,0 +1,360 @@
+"""Serial console opening and the capture loop, over real ptys and real TCP on 127.0.0.1.
+
+The helpers at the top (pty consoles, paced feeders, handwritten traces) are shared by the
+other collector tests (test_session, test_target, test_ser2net)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from kexectest import serialio, trace
+from kexectest.errors import Exit, KexectestError
+
+BAUD_BYTES_S = 11520  # 115200 baud, 8N1
+
+
+# -- shared helpers ----------------------------------------------------------------------------
+
+def kt(body: str) -> str:
+    return trace.format_line(body)
+
+
+def trace_lines(steps=("e820", "edd-check", "vbe-info"), *, done=True, hang_at=None,
+                reset_at=None) -> list[str]:
+    """A handwritten payload trace with correct checksums, after a little kernel noise."""
+    out = ["[   12.100000] kexec_core: Starting new kernel",
+           kt(f"KT banner version=0.1.0 build={'AB' * 20} entry=32 uart=03F8 div=0001 "
+              f"steps={len(steps):03d}"),
+           kt("KT mode real")]
+    for i, name in enumerate(steps):
+        out.append(kt(f"KT begin {i:03d} {name} int=15 ax=E820"))
+        if i == hang_at:
+            return out
+        if i == reset_at:
+            out.append("SeaBIOS (version 1.16.2-debian-1.16.2-1)")
+            out.append(out[1])
+            return out
+        out.append(kt(f"KT end {i:03d} {name} cf=0 eax=534D4150 ebx=00000000 ecx=00000014 "
+                      "edx=00000000 esi=00000000 edi=00000000 ds=2000 es=2000 fl=0202"))
+    if done:
+        out.append(kt(f"KT done steps={len(steps):03d} errors=000"))
+        out.append(kt("KT mode halt"))
+    return out
+
+
+def encode(lines: list[str]) -> bytes:
+    return "".join(line + "\r\n" for line in lines).encode()
+
+
+def paced_write(write, data: bytes, rate: int = BAUD_BYTES_S, chunk: int = 64) -> None:
+    """Write like a UART at `rate` bytes/s (roughly: chunks with sleeps)."""
+    for i in range(0, len(data), chunk):
+        write(data[i:i + chunk])
+        time.sleep(chunk / rate)
+
+
+class PtyConsole:
+    """A real pty pair: the collector opens `path` (the slave) like /dev/ttyUSB0; the test plays
+    the machine under test on the master."""
+
+    def __init__(self):
+        self.master, slave = os.openpty()
+        self.path = os.ttyname(slave)
+        self._slave = slave  # kept open until the collector has opened the path
+
+    def release_slave(self):
+        if self._slave is not None:
+            os.close(self._slave)
+            self._slave = None
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view and self.master is not None:
+            try:
+                n = os.write(self.master, view)
+            except OSError:  # the test is over and closed the pty
+                return
+            view = view[n:]
+
+    def feed_later(self, data: bytes, *, delay=0.2, close=False, rate=BAUD_BYTES_S):
+        def run():
+            time.sleep(delay)
+            self.release_slave()
+            paced_write(self.write, data, rate)
+            if close:
+                time.sleep(0.1)
+                self.close()
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        return t
+
+    def close(self):
+        self.release_slave()
+        if self.master is not None:
+            os.close(self.master)
+            self.master = None
+
+
+@pytest.fixture
+def pty_console():
+    con = PtyConsole()
+    yield con
+    con.close()
+
+
+class TcpConsole:
+    """A console server on 127.0.0.1 (like QEMU's tcp:...,server=on or ser2net raw)."""
+
+    def __init__(self):
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(1)
+        self.port = self.srv.getsockname()[1]
+        self.url = f"socket://127.0.0.1:{self.port}"
+        self.conn = None
+
+    def serve_later(self, data: bytes, *, then: str = "keep", hold: float = 30.0):
+        """Accept, send data paced, then "keep" open (silence), "close", or "reset"."""
+        def run():
+            self.conn, _ = self.srv.accept()
+            paced_write(self.conn.sendall, data)
+            time.sleep(0.1)
+            if then == "reset":
+                self.conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.conn.close()
+            elif then == "close":
+                self.conn.close()
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        return t
+
+    def close(self):
+        for s in (self.conn, self.srv):
+            try:
+                if s is not None:
+                    s.close()
+            except OSError:
+                pass
+
+
+def capture_one(url: str, tmp_path: Path, *, timeout=1.0, max_time=30.0, secret=None):
+    port = serialio.open_port(serialio.SerialSettings(url))
+    cap = serialio.Capture(tmp_path / "run", secret=secret)
+    cap.arm()
+    try:
+        reason = serialio.follow(port, cap, timeout=timeout, max_time=max_time)
+    finally:
+        cap.close()
+        port.close()
+    return reason, cap
+
+
+# -- opening -----------------------------------------------------------------------------------
+
+def test_missing_device_is_one_serial_error():
+    with pytest.raises(KexectestError) as err:
+        serialio.open_port(serialio.SerialSettings("/dev/ttyDOESNOTEXIST9"))
+    assert err.value.code == Exit.SERIAL
+    assert "does not exist" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unknown_scheme():
+    with pytest.raises(KexectestError) as err:
+        serialio.open_port(serialio.SerialSettings("gopher://127.0.0.1:70"))
+    assert err.value.code == Exit.SERIAL
+    assert "unknown serial URL scheme 'gopher'" in str(err.value)
+
+
+def test_connection_refused():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    with pytest.raises(KexectestError) as err:
+        serialio.open_port(serialio.SerialSettings(f"socket://127.0.0.1:{port}"))
+    assert err.value.code == Exit.SERIAL and "refused" in str(err.value)
+
+
+def test_busy_device(pty_console):
+    first = serialio.open_port(serialio.SerialSettings(pty_console.path))
+    try:
+        with pytest.raises(KexectestError) as err:
+            serialio.open_port(serialio.SerialSettings(pty_console.path))
+        assert err.value.code == Exit.SERIAL and "busy" in str(err.value)
+    finally:
+        first.close()
+
+
+def test_bad_parity():
+    with pytest.raises(KexectestError) as err:
+        serialio.open_port(serialio.SerialSettings("loop://", parity="X"))
+    assert err.value.code == Exit.USAGE
+
+
+# -- capture -----------------------------------------------------------------------------------
+
+def test_pty_completed_keeps_every_byte(pty_console, tmp_path):
+    data = encode(trace_lines())
+    pty_console.feed_later(data)
+    reason, cap = capture_one(pty_console.path, tmp_path, timeout=5)
+    assert reason == "final"
+    raw = (tmp_path / "run" / "console.raw").read_bytes()
+    assert raw == data
+    logged = list(serialio.read_log(tmp_path / "run" / "console.log"))
+    assert [ln.text for ln in logged] == trace_lines()
+    assert all(ln.record is not None for ln in logged[1:])
+    ts = [ln.t for ln in logged]
+    assert ts == sorted(ts) and ts[-1] > ts[0]
+
+
+def test_silence_timeout_after_hang(pty_console, tmp_path):
+    lines = trace_lines(hang_at=1)
+    pty_console.feed_later(encode(lines))
+    reason, cap = capture_one(pty_console.path, tmp_path, timeout=0.5)
+    assert reason == "timeout"
+    assert cap.live.current == (1, "edd-check")
+    assert cap.deadline_hit is not None and cap.stop_time >= cap.deadline_hit
+
+
+def test_reset_stops_capture(pty_console, tmp_path):
+    pty_console.feed_later(encode(trace_lines(reset_at=2)))
+    reason, cap = capture_one(pty_console.path, tmp_path, timeout=5)
+    assert reason == "reset"
+
+
+def test_pty_vanishes_mid_run_keeps_bytes(pty_console, tmp_path):
+    data = encode(trace_lines(steps=("e820",) * 20, hang_at=12))
+    pty_console.feed_later(data, close=True)
+    reason, cap = capture_one(pty_console.path, tmp_path, timeout=10)
+    assert reason in ("eof", "lost")
+    assert (tmp_path / "run" / "console.raw").read_bytes() == data
+
+
+def test_tcp_reset_mid_run_keeps_bytes(tmp_path):
+    srv = TcpConsole()
+    data = encode(trace_lines(steps=("e820",) * 20, hang_at=12))
+    srv.serve_later(data, then="reset")
+    try:
+        reason, cap = capture_one(srv.url, tmp_path, timeout=10)
+    finally:
+        srv.close()
+    assert reason == "lost"
+    assert (tmp_path / "run" / "console.raw").read_bytes() == data
+
+
+def test_tcp_clean_close_is_eof(tmp_path):
+    srv = TcpConsole()
+    data = encode(trace_lines(hang_at=1))
+    srv.serve_later(data, then="close")
+    try:
+        reason, _ = capture_one(srv.url, tmp_path, timeout=10)
+    finally:
+        srv.close()
+    assert reason == "eof"
+    assert (tmp_path / "run" / "console.raw").read_bytes() == data
+
+
+def test_garbage_and_nuls(pty_console, tmp_path):
+    rnd = bytes(range(256)) * 8 + os.urandom(4096) + b"\0\0\0KT mode real\0 ~0000\r\n"
+    pty_console.feed_later(rnd, rate=200_000)
+    reason, cap = capture_one(pty_console.path, tmp_path, timeout=0.5)
+    assert reason == "timeout"
+    assert (tmp_path / "run" / "console.raw").read_bytes() == rnd
+    log = (tmp_path / "run" / "console.log").read_text(encoding="utf-8")
+    assert "\0" not in log
+    assert all(serialio._LOG_RE.match(x) for x in log.split("\n")[:-1])
+
+
+def test_loop_url_is_polled(tmp_path):
+    """loop:// has no file descriptor: the follower polls it through pyserial."""
+    port = serialio.open_port(serialio.SerialSettings("loop://"))
+    assert port.fd is None
+    cap = serialio.Capture(tmp_path / "run")
+    cap.arm()
+    port.serial.write(encode(trace_lines()))
+    reason = serialio.follow(port, cap, timeout=2)
+    cap.close()
+    assert reason == "final"
+
+
+def test_multi_console_follower(tmp_path):
+    """One selector loop, three consoles, three different endings."""
+    cons = [PtyConsole() for _ in range(3)]
+    follower = serialio.Follower()
+    caps = []
+    try:
+        for i, con in enumerate(cons):
+            port = serialio.open_port(serialio.SerialSettings(con.path))
+            cap = serialio.Capture(tmp_path / f"c{i}")
+            cap.arm()
+            follower.add(port, cap, timeout=0.7)
+            caps.append((port, cap))
+        cons[0].feed_later(encode(trace_lines()))
+        cons[1].feed_later(encode(trace_lines(hang_at=2)))
+        cons[2].feed_later(encode(trace_lines(reset_at=1)))
+        follower.run()
+    finally:
+        follower.close()
+        for port, cap in caps:
+            cap.close()
+            port.close()
+        for con in cons:
+            con.close()
+    assert [cap.stop_reason for _, cap in caps] == ["final", "timeout", "reset"]
+
+
+def test_silence_clock_waits_for_handoff(pty_console, tmp_path):
+    """Before arm() no silence timeout fires; the overall limit still does."""
+    port = serialio.open_port(serialio.SerialSettings(pty_console.path))
+    cap = serialio.Capture(tmp_path / "run")
+    try:
+        reason = serialio.follow(port, cap, timeout=0.2, max_time=1.0)
+    finally:
+        cap.close()
+        port.close()
+    assert reason == "max-time"
+
+
+# -- pieces ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cuts", [[3], [1, 2, 3, 4, 5, 6, 7], [10, 11], []])
+def test_scrubber_across_reads(cuts):
+    secret = b"s3cr3t!"
+    stream = b"login: root\r\nPassword: s3cr3t!\r\nroot@box:~# echo s3cr3t! s3cr3"
+    pieces, last = [], 0
+    for c in cuts + [len(stream)]:
+        pieces.append(stream[last:c])
+        last = c
+    sc = serialio.Scrubber(secret)
+    out = b"".join(sc.feed(p) for p in pieces) + sc.flush()
+    assert secret not in out
+    assert out == stream.replace(secret, b"********")
+
+
+def test_log_format_round_trip(tmp_path):
+    lines = [trace.Line("hello\tworld", 1.5), trace.Line("x" * 10, 2.0, truncated=True),
+             trace.parse_line(kt("KT mode real").encode(), 3.25)]
+    path = tmp_path / "console.log"
+    path.write_text("".join(serialio.format_log_line(ln) for ln in lines))
+    text = path.read_text()
+    assert text.startswith("+00001.500000\thello\tworld\n+00002.000000~\t")
+    back = list(serialio.read_log(path))
+    assert [(b.text, b.t, b.truncated) for b in back] == [(a.text, a.t, a.truncated) for a in lines]
+    assert back[2].record is not None and back[2].record.kind == "mode"
+
+
+def test_read_log_bounds_huge_line_pieces(tmp_path):
+    path = tmp_path / "console.log"
+    with open(path, "w") as fh:
+        for _ in range(1000):
+            fh.write(serialio.format_log_line(trace.Line("A" * 4096, 1.0, truncated=True)))
+        fh.write(serialio.format_log_line(trace.Line("after", 2.0)))
+    back = list(serialio.read_log(path))
+    assert len(back) == 3 and back[-1].text == "after"
