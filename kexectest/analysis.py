@@ -43,6 +43,12 @@ MAX_BLOCK = 80
 HANDOFF = ("kexec_core: Starting new kernel", "KTLOAD exec")
 RESET_BANNERS = ("SeaBIOS (version", "iPXE", "Booting from", "Linux version")
 KERNEL_HINTS = ("Linux version", "KTLOAD", "kexec_core", "Command line:", "BIOS-e820")
+# what a replay of a large log keeps from the kernel part (trace.prefiltered_lines)
+REPLAY_FILTER = {
+    "keywords": TROUBLE_HINTS + (b"KTSNAP", b"Linux version", b"Command line:", b"BIOS-e820", b"kexec_test"),
+    "tail_markers": tuple(h.encode() for h in HANDOFF),
+    "block_after": TROUBLE_HINTS,
+}
 
 
 def strip_ts(text: str) -> str:

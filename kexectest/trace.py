@@ -251,9 +251,10 @@ def _rejoin_wrapped(lines: list[Line], limit: int = 40) -> list[Line]:
     return out
 
 
-def lines_from_log(data: bytes) -> tuple[list[Line], str]:
+def lines_from_log(data: bytes, prefilter: dict | None = None) -> tuple[list[Line], str]:
     """Lines of a saved log and its format: "timestamped" (the collector's console.log),
-    "email" (pasted with "> " quoting, possibly wrapped) or "raw" (bytes from the wire)."""
+    "email" (pasted with "> " quoting, possibly wrapped) or "raw" (bytes from the wire).
+    `prefilter` (keyword arguments of prefiltered_lines) speeds up large raw logs."""
     if _is_timestamped(data[:200]):
         out = []
         for raw in data.splitlines():
@@ -270,6 +271,8 @@ def lines_from_log(data: bytes) -> tuple[list[Line], str]:
             if body.strip():
                 out.append(parse_line(body[:MAX_LINE], t, len(body) > MAX_LINE))
         return out, "timestamped"
+    if prefilter and len(data) > FAST_MIN and data[:4000].count(b"\n>") < 10:
+        return prefiltered_lines(data, **prefilter), "raw"
     lines = split_all(data)
     quoted = sum(1 for ln in lines[:400] if ln.text.startswith(">"))
     if lines and quoted >= max(3, len(lines[:400]) // 3):
@@ -284,3 +287,42 @@ def lines_from_log(data: bytes) -> tuple[list[Line], str]:
                 out.append(parse_line(t.encode("utf-8", "replace"), ln.t, ln.truncated))
         return _rejoin_wrapped(out), "email"
     return lines, "raw"
+
+
+FAST_MIN = 4 << 20  # below this a log is simply split whole
+
+
+def prefiltered_lines(data: bytes, keywords: tuple[bytes, ...], tail_markers: tuple[bytes, ...],
+                      block_after: tuple[bytes, ...] = (), block_lines: int = 80) -> list[Line]:
+    """Lines of a large raw log without decoding every line: before the payload region (from the
+    last of `tail_markers`, or the first `KT `, or the last MiB) only lines holding one of
+    `keywords` are kept (plus `block_lines` after those holding one of `block_after`, so a
+    trouble block is quoted whole); the payload region is split in full."""
+    cands = [data.rfind(m) for m in tail_markers] + [data.find(b"KT ")]
+    cands = [c for c in cands if c >= 0]
+    cut = min(cands) if cands else max(0, len(data) - (1 << 20))
+    cut = data.rfind(b"\n", 0, cut) + 1
+    starts: set[int] = set()
+    for kw in keywords:
+        pos = data.find(kw, 0, cut)
+        while pos >= 0:
+            s = data.rfind(b"\n", 0, pos) + 1
+            starts.add(s)
+            if kw in block_after:
+                e = s
+                for _ in range(block_lines):
+                    e = data.find(b"\n", e, cut) + 1
+                    if e <= 0 or e >= cut:
+                        break
+                    starts.add(e)
+            nl = data.find(b"\n", pos, cut)
+            if nl < 0:
+                break
+            pos = data.find(kw, nl, cut)
+    out: list[Line] = []
+    for s in sorted(starts):
+        e = data.find(b"\n", s, cut)
+        raw = data[s:e if e >= 0 else cut].replace(b"\0", b"").rstrip(b"\r")
+        if raw.strip():
+            out.append(parse_line(raw[:MAX_LINE], None, len(raw) > MAX_LINE))
+    return out + split_all(data[cut:])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ..analysis import analyze
+from ..analysis import REPLAY_FILTER, analyze
 from ..classic import analyze_classic, looks_classic
 from ..errors import VERDICT_EXIT, Exit, KexectestError
 from ..report import render_summary_md, render_terminal, write_report_json
@@ -26,7 +26,7 @@ def analyze_log(path: Path, payload=None):
         raise KexectestError(f"{path}: cannot read: {exc.strerror}", Exit.BAD_INPUT)
     if not data.strip(b"\0\r\n\t "):
         raise KexectestError(f"{path}: empty log", Exit.BAD_INPUT)
-    lines, fmt = lines_from_log(data)
+    lines, fmt = lines_from_log(data, REPLAY_FILTER)
     if looks_classic(lines) and not any(ln.record for ln in lines):
         a = analyze_classic(lines, stop_reason="replay")
     else:
