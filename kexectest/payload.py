@@ -9,6 +9,7 @@ source of truth (layouts in docs/payload.md).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import io
 import os
@@ -99,8 +100,11 @@ def build(out: Path | str | None = None) -> Path:
         if not f.is_file():
             raise KexectestError(f"payload source missing: {f}", Exit.BAD_INPUT)
     out = Path(out) if out else default_elf()
-    out.parent.mkdir(parents=True, exist_ok=True)
     as_, ld = _tool("as"), _tool("ld")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _write_error(out, exc) from None
     with tempfile.TemporaryDirectory(prefix="kt-build-") as tmp:
         obj = Path(tmp) / "kexec_test.o"
         elf_tmp = Path(tmp) / "kexec_test.elf"
@@ -121,9 +125,17 @@ def build(out: Path | str | None = None) -> Path:
         if errors:
             raise KexectestError(f"payload breaks its limits: {errors[0]}", Exit.PAYLOAD_LIMITS)
         tmp_out = out.with_name(out.name + ".tmp")
-        shutil.copyfile(elf_tmp, tmp_out)
-        os.replace(tmp_out, out)
+        try:
+            shutil.copyfile(elf_tmp, tmp_out)
+            os.replace(tmp_out, out)
+        except OSError as exc:
+            raise _write_error(out, exc) from None
     return out
+
+
+def _write_error(path: Path, exc: OSError) -> KexectestError:
+    code = Exit.NO_SPACE if exc.errno in (errno.ENOSPC, errno.EDQUOT) else Exit.BAD_INPUT
+    return KexectestError(f"cannot write {path}: {exc.strerror}", code)
 
 
 def ensure_built(out: Path | str | None = None) -> Path:
@@ -518,6 +530,9 @@ def patch(src: Path | str, dst: Path | str, **options) -> Path:
     data[img.config_offset:img.config_offset + CONFIG_SIZE] = cfg.pack()
     dst = Path(dst)
     tmp = dst.with_name(dst.name + ".tmp")
-    tmp.write_bytes(bytes(data))
-    os.replace(tmp, dst)
+    try:
+        tmp.write_bytes(bytes(data))
+        os.replace(tmp, dst)
+    except OSError as exc:
+        raise _write_error(dst, exc) from None
     return dst

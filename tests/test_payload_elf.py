@@ -373,3 +373,9 @@ def test_ensure_built_rebuilds_only_when_sources_change(elf, tmp_path, monkeypat
     pl.ensure_built(out)
     assert out.stat().st_mtime != 2_000_000  # rebuilt
     assert pl.PayloadImage.open(out).build_id
+
+
+def test_build_to_an_unwritable_place(elf):
+    line = assert_one_line_error(run_cli("build", "-o", "/proc/kexectest-nope/x.elf"),
+                                 Exit.BAD_INPUT)
+    assert "cannot write /proc/kexectest-nope/x.elf" in line
