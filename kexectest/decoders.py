@@ -679,10 +679,27 @@ def _wait(r, d):
     return Decoded("ok")
 
 
+# Services a healthy BIOS may simply not have (Intel-only IST, the long-mode hint, APM on modern
+# firmware, VESA/DDC, PCI BIOS, EDD): their "not supported" answer describes the firmware, it is
+# not a failure after kexec, so it must not turn a clean run into failed-steps.
+OPTIONAL_SERVICES = frozenset({
+    "cpu-mode-hint", "ist", "kbd-ext-shift", "sysconf", "a20-query", "a20-support",
+    "a20-bios-disable", "a20-bios-enable", "apm-check", "apm-disconnect", "apm-connect-rm",
+    "apm-version", "apm-enable", "apm-disconnect2", "apm-connect-32", "apm-disconnect3",
+    "edd-check", "edd-params", "dasd-type", "video-ega", "video-dcc", "vbe-info",
+    "vbe-mode-info", "vbe-set-mode", "ddc-caps", "edid", "pci-bios", "pci-find-vga",
+})
+_UNSUPPORTED_WORDS = ("not supported", "not present")
+
+
 def decode_call(step_id: str, regs: Regs, data: dict) -> Decoded:
     """One call (iteration) of a step; never raises on odd input."""
     fn = DECODERS.get(step_id, generic)
     try:
-        return fn(regs, data)
+        dec = fn(regs, data)
     except (IndexError, struct.error, KeyError, ValueError, TypeError) as exc:
         return Decoded("error" if regs.cf else "ok", {}, f"undecodable result: {exc}")
+    if (dec.status == "error" and step_id in OPTIONAL_SERVICES
+            and any(w in (dec.reason or "") for w in _UNSUPPORTED_WORDS)):
+        return Decoded("ok", {**dec.result, "supported": False}, dec.reason)
+    return dec

@@ -57,16 +57,19 @@ def test_vbe_strings_and_failure_modes():
     assert d.status == "ok" and d.result["oem"] == "SeaBIOS VBE(C) 2011" and d.result["version"] == "3.0"
     assert d.result["modes"] == [0x100, 0x101] and d.result["total_memory_kib"] == 16384
     same = decode_call("vbe-info", regs(eax=0x4F00), {})
-    assert same.status == "error" and "unchanged" in same.reason
+    # VESA is optional firmware: "not supported" is information, not a failure after kexec
+    assert same.status == "ok" and same.result["supported"] is False and "unchanged" in same.reason
     assert decode_call("vbe-info", regs(eax=0x014F), {}).status == "error"
 
 
 def test_success_rules():
     assert decode_call("edd-check", regs(eax=0x3000, ebx=0xAA55, ecx=7), {}).result["version"] == "3.0"
-    assert decode_call("edd-check", regs(ebx=0x55AA), {}).status == "error"
+    no_edd = decode_call("edd-check", regs(ebx=0x55AA), {})  # BX unchanged: no EDD on that drive
+    assert no_edd.status == "ok" and no_edd.result["supported"] is False
     pci = decode_call("pci-bios", regs(eax=1, ebx=0x0210, ecx=0, edx=0x20494350), {})
     assert pci.status == "ok" and pci.result["version"] == "2.10"
-    assert decode_call("pci-bios", regs(eax=1, edx=0), {}).status == "error"
+    no_pci = decode_call("pci-bios", regs(eax=1, edx=0), {})
+    assert no_pci.status == "ok" and no_pci.result == {"present": False, "supported": False}
     nsup = decode_call("mem88", regs(cf=1, eax=0x8600), {})
     assert nsup.status == "error" and "not supported" in nsup.reason
     assert decode_call("tick-advance", regs(cf=1, eax=5, ebx=5), {}).status == "error"
@@ -92,3 +95,12 @@ def test_disk_and_system_values():
     # short or odd buffers never raise
     assert decode_call("edd-params", regs(), {"": b"\x1e\x00"}).status == "ok"
     assert decode_call("sysconf", regs(), {"": b"\x01"}).status == "ok"
+
+
+def test_unsupported_optional_service_is_not_an_error_but_a_broken_required_one_is():
+    hint = decode_call("cpu-mode-hint", regs(eax=0x8600, cf=1), {})
+    assert hint.status == "ok" and hint.result["supported"] is False and "AH=86h" in hint.reason
+    mem = decode_call("mem88", regs(eax=0x8600, cf=1), {})
+    assert mem.status == "error"
+    apm_busy = decode_call("apm-connect-rm", regs(eax=0x0200, cf=1), {})
+    assert apm_busy.status == "error"  # a real APM error, not absence
