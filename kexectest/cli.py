@@ -10,15 +10,19 @@ import click
 from . import __version__
 from .errors import Exit, KexectestError
 
-# Each module defines click commands and a `register(group)` function.
-COMMAND_MODULES = [
-    "kexectest.commands.run",
-    "kexectest.commands.payload",
-    "kexectest.commands.load",
-    "kexectest.commands.sweep",
-    "kexectest.commands.lab",
-    "kexectest.commands.report",
-]
+# Each module defines click commands and a `register(group)` function.  Modules are
+# imported only when one of their commands runs: `kexectest load` starts on the
+# machine under test (in the virtual lab: over a 9p share), where every import costs.
+COMMANDS = {
+    "build": "kexectest.commands.payload",
+    "inspect": "kexectest.commands.payload",
+    "load": "kexectest.commands.load",
+    "run": "kexectest.commands.run",
+    "report": "kexectest.commands.report",
+    "lab": "kexectest.commands.lab",
+    "sweep": "kexectest.commands.sweep",
+    "compare": "kexectest.commands.sweep",
+}
 
 EXIT_HELP = "\n".join(
     f"  {int(code):3d}  {code.name.lower().replace('_', '-')}" for code in Exit
@@ -26,7 +30,19 @@ EXIT_HELP = "\n".join(
 
 
 class _Group(click.Group):
-    """Turns KexectestError into one line on stderr and its exit code."""
+    """Loads command modules lazily; turns KexectestError into one line on stderr
+    and its exit code."""
+
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        module = COMMANDS.get(name)
+        if module is None:
+            return None
+        holder = click.Group()
+        importlib.import_module(module).register(holder)
+        return holder.commands.get(name)
 
     def invoke(self, ctx):
         try:
@@ -45,6 +61,3 @@ def main():
     """Does the BIOS still work after kexec?  Build the real-mode test payload,
     load it through kexec, collect its serial trace, and report where it hung."""
 
-
-for _name in COMMAND_MODULES:
-    importlib.import_module(_name).register(main)
