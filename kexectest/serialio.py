@@ -27,6 +27,8 @@ from .errors import Exit, KexectestError
 RAW_NAME = "console.raw"
 LOG_NAME = "console.log"
 READ_SIZE = 65536
+MAX_READS_PER_WAKE = 64
+FLOOD_BYTES = 4096  # a console this busy is read again at once instead of after the tick
 PARITIES = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD}
 _LOG_RE = re.compile(r"\+(\d+\.\d+)(~?)\t")
 
@@ -104,8 +106,11 @@ class Port:
             raise OSError("console has no file descriptor")
         return self.fd
 
-    def read_available(self, size: int = READ_SIZE) -> bytes:
-        """What is there now (maybe b""); SerialLost when the console went away."""
+    def read_available(self, size: int = READ_SIZE, ready: bool = True) -> bytes:
+        """What is there now (maybe b""); SerialLost when the console went away.
+
+        `ready`: select() said the descriptor is readable.  A tty with VMIN=0 answers an empty
+        read with 0 bytes, so only an empty read after readiness means the device hung up."""
         if self.sock is not None:
             try:
                 data = self.sock.recv(size)
@@ -123,7 +128,7 @@ class Port:
                 return b""
             except OSError as exc:
                 raise SerialLost("lost", f"serial device lost: {exc.strerror or exc}") from None
-            if not data:
+            if not data and ready:
                 raise SerialLost("eof", "serial device hung up")
             return data
         try:
@@ -392,16 +397,25 @@ class Follower:
             except (KeyError, ValueError):
                 pass
 
-    def _read(self, entry: _Entry, now: float) -> None:
-        try:
-            data = entry.port.read_available()
-        except SerialLost as lost:
-            self._finish(entry, lost.reason, now, str(lost))
-            return
-        if data:
+    def _read(self, entry: _Entry, now: float) -> int:
+        """Read what is there (a few reads while they come back large); bytes read."""
+        total = 0
+        for i in range(MAX_READS_PER_WAKE):
+            try:
+                data = entry.port.read_available(ready=i == 0)
+            except SerialLost as lost:
+                self._finish(entry, lost.reason, now, str(lost))
+                return total
+            if not data:
+                break
+            total += len(data)
             reason = entry.capture.feed(data, now)
             if reason:
                 self._finish(entry, reason, now)
+                break
+            if len(data) < 1024:  # drained; a tty hands out at most 4 KiB per read
+                break
+        return total
 
     def _next_deadline(self, entry: _Entry) -> float | None:
         cap = entry.capture
@@ -439,12 +453,13 @@ class Follower:
         wait = max(0.0, min(wait, 1.0, self.tick if polled else 1.0))
         events = self.sel.select(wait) if self.sel.get_map() else (time.sleep(wait) or [])
         now = self.clock()
+        flood = False
         for key, _ in events:
             if not key.data.done:
-                self._read(key.data, now)
+                flood |= self._read(key.data, now) >= FLOOD_BYTES
         for entry in polled:
             if not entry.done:
-                self._read(entry, now)
+                flood |= self._read(entry, now) >= FLOOD_BYTES
         for entry in active:
             if not entry.done:
                 self._deadlines(entry, now)
@@ -453,7 +468,7 @@ class Follower:
                 if res and not entry.done:
                     self._finish(entry, res[0], now, res[1])
         rest = self.tick - (self.clock() - start)
-        if events and rest > 0:
+        if events and rest > 0 and not flood:
             time.sleep(rest)
         return any(not e.done for e in self.entries)
 
