@@ -238,7 +238,13 @@ def _check_table(loc: _Locator, idx: int | None, who: str, table: dict) -> None:
 
 
 def _merge(defaults: dict, own: dict) -> dict:
+    """Defaults under the machine's own keys.  A machine that says what it is (its own serial,
+    qemu or labgrid table) does not inherit another kind from the defaults."""
     out = dict(defaults)
+    if "qemu" not in own and ("serial" in own or "labgrid" in own):
+        out.pop("qemu", None)
+    if "labgrid" not in own and ("serial" in own or "qemu" in own):
+        out.pop("labgrid", None)
     for key, value in own.items():
         if key == "serial" and isinstance(value, str):
             value = {"url": value}

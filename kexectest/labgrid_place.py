@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import threading
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -84,49 +85,77 @@ def _choose(session, m: Machine):
     return sorted(found, key=lambda p: p.name)
 
 
+class _LoopThread:
+    """One event loop in one thread for every labgrid session of this process: grpc.aio does not
+    take several loops in several threads at once (sessions then lose their coordinator stream)."""
+
+    _lock = threading.Lock()
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def run(cls, coro, timeout: float = 60.0):
+        with cls._lock:
+            if cls._loop is None:
+                cls._loop = asyncio.new_event_loop()
+                threading.Thread(target=cls._loop.run_forever, name="labgrid-loop",
+                                 daemon=True).start()
+        return asyncio.run_coroutine_threadsafe(coro, cls._loop).result(timeout)
+
+
 @contextmanager
 def acquired(m: Machine) -> Iterator[AcquiredPlace]:
     """Acquire m's place (or the first free place with its tags); release it whatever happens."""
     client, pb2 = _import()
-    loop = asyncio.new_event_loop()
+    from labgrid.util.proxy import proxymanager
+
+    async def start():
+        session = client.ClientSession(
+            proxymanager.get_grpc_address(m.labgrid.coordinator, default_port=20408),
+            asyncio.get_running_loop(),
+            args=argparse.Namespace(allow_unmatched=False, kick=False))
+        await session.start()
+        return session
+
+    async def stop(session):
+        await session.stop()
+        await session.close()
+
+    async def acquire(session, name):
+        await session.stub.AcquirePlace(pb2.AcquirePlaceRequest(placename=name))
+        await session.sync_with_coordinator()
+
+    async def release(session, name):
+        await session.stub.ReleasePlace(pb2.ReleasePlaceRequest(placename=name))
+
     try:
-        try:
-            session = client.start_session(m.labgrid.coordinator, loop=loop,
-                                           extra={"args": argparse.Namespace(
-                                               allow_unmatched=False, kick=False)})
-        except Exception as exc:
-            raise KexectestError(f"machine {m.name!r}: cannot reach labgrid coordinator "
-                                 f"{m.labgrid.coordinator}: {exc}", Exit.SERIAL) from None
-        try:
-            got, why = None, []
-            for place in _choose(session, m):
-                if place.acquired:
-                    why.append(f"{place.name} is taken by {place.acquired}")
-                    continue
-                try:
-                    loop.run_until_complete(session.stub.AcquirePlace(
-                        pb2.AcquirePlaceRequest(placename=place.name)))
-                    loop.run_until_complete(session.sync_with_coordinator())
-                    got = session.places[place.name]
-                    break
-                except Exception as exc:  # lost the race to another sweep: try the next one
-                    why.append(f"{place.name}: {getattr(exc, 'details', lambda: exc)()}")
-            if got is None:
-                raise KexectestError(f"machine {m.name!r}: labgrid place not acquired: "
-                                     f"{'; '.join(why)}", Exit.SERIAL)
+        session = _LoopThread.run(start())
+    except Exception as exc:
+        raise KexectestError(f"machine {m.name!r}: cannot reach labgrid coordinator "
+                             f"{m.labgrid.coordinator}: {exc}", Exit.SERIAL) from None
+    try:
+        got, why = None, []
+        for place in _choose(session, m):
+            if place.acquired:
+                why.append(f"{place.name} is taken by {place.acquired}")
+                continue
             try:
-                yield AcquiredPlace(session, got, loop, m)
-            finally:
-                try:
-                    loop.run_until_complete(session.stub.ReleasePlace(
-                        pb2.ReleasePlaceRequest(placename=got.name)))
-                except Exception:
-                    pass  # nothing more to do here; `labgrid-client release` frees it
+                _LoopThread.run(acquire(session, place.name))
+                got = session.places[place.name]
+                break
+            except Exception as exc:  # lost the race to another sweep: try the next one
+                why.append(f"{place.name}: {getattr(exc, 'details', lambda: exc)()}")
+        if got is None:
+            raise KexectestError(f"machine {m.name!r}: labgrid place not acquired: "
+                                 f"{'; '.join(why)}", Exit.SERIAL)
+        try:
+            yield AcquiredPlace(session, got, None, m)
         finally:
             try:
-                loop.run_until_complete(session.stop())
-                loop.run_until_complete(session.close())
+                _LoopThread.run(release(session, got.name))
             except Exception:
-                pass
+                pass  # nothing more to do here; `labgrid-client release` frees it
     finally:
-        loop.close()
+        try:
+            _LoopThread.run(stop(session), timeout=10)
+        except Exception:
+            pass

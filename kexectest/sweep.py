@@ -207,6 +207,8 @@ class Sweep:
         try:
             with self._place(m) as place:
                 attempts, result, powers = self._attempts(m, place, retries, done_before)
+                if place is not None:
+                    result["place"] = place.name
         except KexectestError as exc:  # a labgrid place taken or missing: this machine only
             attempts, result, powers = 0, {"verdict": "error", "exit_code": int(exc.code),
                                            "one_line": str(exc), "error": str(exc)}, []
@@ -218,7 +220,7 @@ class Sweep:
         rec = {"machine": m.name, "kind": m.kind, "tags": m.tags, "attempts": attempts,
                "seconds": round(time.monotonic() - t0, 3), "power": powers,
                **{k: result.get(k) for k in ("verdict", "exit_code", "one_line", "error",
-                                               "bundle", "tarball")}}
+                                               "bundle", "tarball", "place")}}
         if self.stopping.is_set():
             self.journal.write("abandoned", machine=m.name)
             self.progress.set(m.name, "queued", "interrupted")

@@ -84,6 +84,7 @@ def machine_entry(out_dir: Path, rec: dict) -> dict:
         "bundle": bundle,
         "summary": summary,
         "tarball": rec.get("tarball"),
+        "place": rec.get("place"),
         "power": rec.get("power", []),
         "signature": report.get("signature") or _fallback_signature(rec),
         "hang": report.get("hang"),

@@ -66,12 +66,16 @@ class ReplayConsole:
             c.close()
 
 
+_HELD: list[socket.socket] = []
+
+
 def closed_port() -> int:
+    """A port that refuses connections and that nobody else (e.g. a QEMU) can take meanwhile:
+    bound, never listening, held open for the whole test session."""
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    _HELD.append(s)
+    return s.getsockname()[1]
 
 
 def run_cli(*args, timeout=300):
@@ -213,3 +217,53 @@ def test_resume_after_kill(tmp_path, consoles):
     s = json.loads((out / "sweep.json").read_text())
     assert {x["name"]: x["verdict"] for x in s["machines"]} == {"ok": "completed",
                                                                  "ok-too": "completed"}
+
+
+@pytest.mark.qemu
+def test_virtual_sweep_on_qemu(tmp_path):
+    """labs/virtual.toml shapes on real QEMU: one hangs, one resets, one has a wrong serial URL;
+    the others run to the end and every machine is in the matrix with its verdict."""
+    pytest.importorskip("kexectest.lab.runner")
+    lab = tmp_path / "v.toml"
+    lab.write_text(f"""
+[lab]
+name = "virtual-faults"
+[defaults]
+timeout = 30
+qemu = {{ accel = "tcg" }}
+[[machine]]
+name = "pc-256"
+qemu = {{ machine = "pc", memory = 256, smp = 1, disks = 1 }}
+load = {{ via = "syscall" }}
+[[machine]]
+name = "q35-direct"
+qemu = {{ machine = "q35", memory = 512, smp = 2 }}
+load = {{ via = "direct" }}
+[[machine]]
+name = "hangs"
+qemu = {{ machine = "pc", memory = 256 }}
+load = {{ via = "syscall", hang_at = "e820" }}
+[[machine]]
+name = "resets"
+qemu = {{ machine = "q35", memory = 256 }}
+load = {{ via = "kexec-tools", reset_at = "e820" }}
+[[machine]]
+name = "wrong-url"
+serial = "socket://127.0.0.1:{closed_port()}"
+trigger = {{ kind = "manual" }}
+""")
+    out = tmp_path / "sweep"
+    proc = run_cli("sweep", lab, "--out", out, timeout=580)
+    s = json.loads((out / "sweep.json").read_text())
+    got = {m["name"]: m for m in s["machines"]}
+    assert got["pc-256"]["verdict"] in ("completed", "failed-steps"), got["pc-256"]["one_line"]
+    assert got["q35-direct"]["verdict"] in ("completed", "failed-steps")
+    assert got["hangs"]["verdict"] == "hung" and "e820" in got["hangs"]["one_line"]
+    assert got["resets"]["verdict"] == "reset"
+    assert got["wrong-url"]["verdict"] == "error" and got["wrong-url"]["exit_code"] == Exit.SERIAL
+    assert proc.returncode == Exit.SERIAL
+    html = (out / "report.html").read_text()
+    for name, m in got.items():
+        assert f'data-machine="{name}" data-verdict="{m["verdict"]}"' in html
+    hung_steps = [st for st in got["hangs"]["steps"] if st["status"] == "hung"]
+    assert [st["id"] for st in hung_steps] == ["e820"]
