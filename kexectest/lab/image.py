@@ -31,10 +31,13 @@ from elftools.elf.elffile import ELFFile
 
 from ..errors import Exit, KexectestError
 
-RECIPE_VERSION = 4  # bump whenever the guest layout below changes: it invalidates every cache
-PASSWORD = "kexectest"
+RECIPE_VERSION = 6  # bump whenever the guest layout below changes: it invalidates every cache
+# Not "kexectest": the collector scrubs the password from everything it writes, and the product's
+# own name in every command line and prompt must survive that.
+PASSWORD = "ktlab-root"
 LOGIN = "root"
 HOSTNAME = "kexectest-lab"
+PROMPT_RE = r"root@kexectest-lab:[^\r\n]*# ?$"  # PS1 set in the guest's /etc/profile
 CMDLINE = "console=ttyS0,115200 panic=-1"
 SECTOR = 512
 DISK_SECTORS = 16 * 1024 * 1024 // SECTOR
@@ -342,8 +345,10 @@ if mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose host /host; then
     mount -t securityfs securityfs /host/sys/kernel/security 2>/dev/null
     mount -t devtmpfs devtmpfs /host/dev
     mount -t devpts devpts /host/dev/pts 2>/dev/null
-    mount -t tmpfs tmpfs /host/tmp
+    # the host's /tmp stays visible (payloads and test files live there): the guest's
+    # scratch space is a tmpfs on /run, and the wrapper points TMPDIR at it
     mount -t tmpfs tmpfs /host/run
+    mkdir -p /host/run/kexectest-tmp && chmod 1777 /host/run/kexectest-tmp
     echo "kexectest-lab: host / mounted read-only at /host"
 else
     echo "kexectest-lab: no 9p host share: kexectest is not available in this guest"
@@ -358,7 +363,7 @@ def _wrapper(python: str) -> str:
     return f"""#!/bin/sh
 # run the host's kexectest (through the host's interpreter) inside the guest, over the 9p share
 cd / || exit 1
-export PYTHONDONTWRITEBYTECODE=1 HOME=/tmp
+export PYTHONDONTWRITEBYTECODE=1 HOME=/run/kexectest-tmp TMPDIR=/run/kexectest-tmp
 exec chroot /host {python} -P -m kexectest "$@"
 """
 
@@ -476,6 +481,7 @@ def _inputs(source: KernelSource, venv: Path) -> dict:
         "kexec-tools": _pkg_version("kexec-tools"),
         "bootsector": hashlib.sha256(BOOTSECTOR_SRC.read_bytes()).hexdigest(),
         "cmdline": CMDLINE,
+        "password": PASSWORD,
     }
 
 

@@ -21,6 +21,7 @@ from .qemu import Qemu
 
 LOADERS = ("syscall", "kexec-tools", "direct")
 BOOT_BUDGET_S = 180.0  # QEMU start -> login -> `kexectest load` under TCG, with a wide margin
+GUEST_HIDDEN = ("proc", "sys", "dev", "run")  # the guest mounts its own over the host's
 CONFIG_KEYS = ("uart_base", "baud", "skip", "hang_at", "reset_at", "int19", "vga_mirror",
                "e9_mirror", "debug_exit", "debug_exit_port", "mask_nmi", "keep_uart", "max_drives")
 
@@ -129,6 +130,9 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
     elf = Path(payload).resolve() if payload else pl.ensure_built()
     if not elf.is_file():
         raise KexectestError(f"lab: payload {elf} does not exist", Exit.BAD_INPUT)
+    if loader != "direct" and elf.parts[1:2] and elf.parts[1] in GUEST_HIDDEN:
+        raise KexectestError(f"lab: payload {elf} is under /{elf.parts[1]}, which the guest "
+                             "has its own of: put it elsewhere", Exit.BAD_INPUT)
     time_limit = (overall_timeout or timeout) + BOOT_BUDGET_S
     common = dict(machine=shape.machine, memory_mib=shape.memory, smp=shape.smp,
                   accel=shape.accel, time_limit=time_limit, out_dir=out_dir)
@@ -150,7 +154,10 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
         q = Qemu(kernel=img.kernel, initrd=img.initrd, append=img.cmdline,
                  disks=img.disks[:shape.disks], share_host=True, **common)
         # the password goes to the session directly: never on a command line or in a file
+        # the guest's own prompt: the generic one also matches a kernel line cut at "#"
+        # (".... node  #0, CPUs:      #" + "1" in a later read) while the guest still boots
         opts = RunOptions(serial_url="", login=img.login, password=img.password,
+                          prompt=lab_image.PROMPT_RE,
                           command=guest_command(elf, loader, cfg, list(args)),
                           payload_elf=elf, **session)
 

@@ -1,0 +1,23 @@
+"""Shared fixtures: one built lab image and one built payload for the whole test session."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def lab_image():
+    """The virtual lab's guest image, built once (cached across sessions in
+    $KEXECTEST_CACHE or ~/.cache/kexectest/lab)."""
+    from kexectest.lab.image import build_image
+
+    return build_image()
+
+
+@pytest.fixture(scope="session")
+def built_payload(tmp_path_factory):
+    """The payload ELF, assembled from payloads/ into this session's own directory (so parallel
+    work on the tree never swaps it under a running test)."""
+    from kexectest import payload
+
+    return payload.build(tmp_path_factory.mktemp("payload") / "kexec_test.elf")
