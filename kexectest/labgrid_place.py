@@ -102,6 +102,10 @@ class _LoopThread:
         return asyncio.run_coroutine_threadsafe(coro, cls._loop).result(timeout)
 
 
+_SESSIONS: dict[str, object] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
 @contextmanager
 def acquired(m: Machine) -> Iterator[AcquiredPlace]:
     """Acquire m's place (or the first free place with its tags); release it whatever happens."""
@@ -128,7 +132,11 @@ def acquired(m: Machine) -> Iterator[AcquiredPlace]:
         await session.stub.ReleasePlace(pb2.ReleasePlaceRequest(placename=name))
 
     try:
-        session = _LoopThread.run(start())
+        with _SESSIONS_LOCK:  # one session per coordinator: the coordinator keys sessions by
+            key = m.labgrid.coordinator  # TCP peer, which gRPC shares across channels
+            if key not in _SESSIONS:
+                _SESSIONS[key] = _LoopThread.run(start())
+            session = _SESSIONS[key]
     except Exception as exc:
         raise KexectestError(f"machine {m.name!r}: cannot reach labgrid coordinator "
                              f"{m.labgrid.coordinator}: {exc}", Exit.SERIAL) from None
@@ -155,7 +163,4 @@ def acquired(m: Machine) -> Iterator[AcquiredPlace]:
             except Exception:
                 pass  # nothing more to do here; `labgrid-client release` frees it
     finally:
-        try:
-            _LoopThread.run(stop(session), timeout=10)
-        except Exception:
-            pass
+        pass  # the shared session lives as long as the process
