@@ -28,6 +28,8 @@ RAW_NAME = "console.raw"
 LOG_NAME = "console.log"
 READ_SIZE = 65536
 MAX_READS_PER_WAKE = 64
+LINGER_S = 0.3  # after the payload's last line, keep what trails it (mode halt, int 19h) ...
+LINGER_MAX_S = 2.0  # ... but never longer than this
 FLOOD_BYTES = 4096  # a console this busy is read again at once instead of after the tick
 PARITIES = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD}
 _LOG_RE = re.compile(r"\+(\d+\.\d+)(~?)\t")
@@ -183,7 +185,7 @@ def open_port(settings: SerialSettings) -> Port:
             raise KexectestError(f"serial device {url} does not exist", Exit.SERIAL)
         kwargs["exclusive"] = True
     try:
-        ser = serial.serial_for_url(url, do_not_open=True, **kwargs)
+        ser = serial.serial_for_url(_url_for_pyserial(url), do_not_open=True, **kwargs)
         # pyserial flushes the input on open (socket://, tty): bytes the target sent while we
         # connected would be lost, and the kernel's first words matter.  Keep them.
         ser.reset_input_buffer = ser._reset_input_buffer = _keep_input
@@ -194,6 +196,14 @@ def open_port(settings: SerialSettings) -> Port:
     except (ValueError, serial.SerialException, OSError) as exc:
         raise _open_error(url, exc) from None
     return Port(ser, settings)
+
+
+def _url_for_pyserial(url: str) -> str:
+    """rfc2217://: ignore the server's answers to SET_CONTROL (ser2net 4 does not send the
+    ones pyserial waits for; we use no modem control lines), as labgrid does."""
+    if url.lower().startswith("rfc2217://") and "ign_set_control" not in url:
+        return url + ("&" if "?" in url else "?") + "ign_set_control"
+    return url
 
 
 def _keep_input() -> None:
@@ -365,6 +375,9 @@ class _Entry:
     max_time: float | None
     on_update: Callable[[Capture, float], tuple[str, str] | None] | None
     done: bool = False
+    pending: str | None = None  # "final" seen: keep reading the trailing bytes a moment
+    linger_end: float = 0.0
+    linger_cap: float = 0.0
 
 
 class Follower:
@@ -410,7 +423,12 @@ class Follower:
                 break
             total += len(data)
             reason = entry.capture.feed(data, now)
-            if reason:
+            if entry.pending:
+                entry.linger_end = min(now + LINGER_S, entry.linger_cap)
+            elif reason == "final":
+                entry.pending = reason
+                entry.linger_end, entry.linger_cap = now + LINGER_S, now + LINGER_MAX_S
+            elif reason:
                 self._finish(entry, reason, now)
                 break
             if len(data) < 1024:  # drained; a tty hands out at most 4 KiB per read
@@ -419,6 +437,8 @@ class Follower:
 
     def _next_deadline(self, entry: _Entry) -> float | None:
         cap = entry.capture
+        if entry.pending:
+            return entry.linger_end
         times = [cap.silence_deadline(entry.timeout)]
         if entry.max_time is not None:
             times.append(cap.t0 + entry.max_time)
@@ -429,6 +449,10 @@ class Follower:
 
     def _deadlines(self, entry: _Entry, now: float) -> None:
         cap = entry.capture
+        if entry.pending:
+            if now >= entry.linger_end:
+                self._finish(entry, entry.pending, now)
+            return
         due = cap.silence_deadline(entry.timeout)
         if due is not None and now >= due:
             cap.deadline_hit = due

@@ -14,7 +14,7 @@ from ..session import RunOptions, run_session
 
 EPILOG = (
     "Serial URLs: a device path (/dev/ttyUSB0), socket://HOST:PORT (ser2net raw, QEMU), "
-    "rfc2217://HOST:PORT (ser2net telnet), loop://.\n\n"
+    "rfc2217://HOST:PORT (ser2net telnet; ign_set_control is added), loop://.\n\n"
     "Modes: passive (no --login/--command/--ssh: just listen; the silence clock starts "
     "now), serial (--login/--password-env/--prompt, then --command over the same console), "
     "ssh (--ssh USER@HOST --command CMD while the console is captured).  The password is "
