@@ -101,7 +101,7 @@ _MAC = re.compile(rb"\b[0-9A-Fa-f]{2}(?:([:-])[0-9A-Fa-f]{2})(?:\1[0-9A-Fa-f]{2}
 _IPV4 = re.compile(rb"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]*\d)")
 _IPV6 = re.compile(rb"(?<![\w:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:%\w+)?(?![\w:])")
 _SERIAL = re.compile(
-    rb"(?i)(\b\w*?serial(?:[ _-]?(?:number|no|num))?\"?\s*[:=]\s*)(\"?)([^\s\",}<]+)")
+    rb"(?i)(\b\w*?serial(?:[ _-]?(?:number|no|num|string|str))?\"?\s*[:=]\s*)(\"?)([^\s\",}<]+)")
 
 
 class Redactor:
