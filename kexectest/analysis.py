@@ -112,6 +112,9 @@ class LiveState:
         self.done = False
         self.handoff_seen = False
         self.reset_line: str | None = None
+        # after "done ... next=int19": what shows the firmware booted again (or None yet)
+        self.awaiting_chain = False
+        self.chain_line: str | None = None
         self._ended: set[int] = set()
 
     def feed(self, line: Line) -> str | None:
@@ -127,8 +130,12 @@ class LiveState:
             elif not self.done and any(b in text for b in RESET_BANNERS):
                 self.reset_line = text
                 return "reset"
+            elif self.awaiting_chain and any(b in text for b in RESET_BANNERS):
+                return self._chained(text)  # int 19h booted the firmware's next device
             return None
         kind = rec.kind
+        if kind == "boot" or (kind == "banner" and self.awaiting_chain):
+            return self._chained(line.text)
         if kind == "banner" and self.payload_started and not self.done:
             self.reset_line = line.text
             return "reset"
@@ -143,8 +150,16 @@ class LiveState:
         elif kind == "done":
             self.current = None
             self.done = True
+            if rec.fields.get("next") == "int19":
+                self.awaiting_chain = True  # the int19-boot step is the last word
+                return None
             return "final"
         return None
+
+    def _chained(self, text: str) -> str:
+        self.awaiting_chain = False
+        self.chain_line = text
+        return "final"
 
 
 # ---- step assembly ---------------------------------------------------------------------------
@@ -491,6 +506,8 @@ def analyze(lines: list[Line], *, stop_reason: str = "replay", silence_s: float 
         if why == "reset":
             reset_at = i
             break
+        if live.chain_line is not None:
+            break  # the firmware booted again after int 19h: the run is over
         rec = ln.record
         if rec is None:
             continue
@@ -538,7 +555,8 @@ def analyze(lines: list[Line], *, stop_reason: str = "replay", silence_s: float 
     a.state = state
     a.findings = state_findings(state)
     if banner is not None:
-        a.payload = {"version": banner.fields.get("version"), "build_id": banner.fields.get("build"),
+        build = banner.fields.get("build")  # printed upper case; ELF tools show build ids lower case
+        a.payload = {"version": banner.fields.get("version"), "build_id": build.lower() if build else None,
                      "entry": banner.fields.get("entry"), "uart": banner.fields.get("uart"),
                      "steps": int(banner.fields["steps"]) if banner.fields.get("steps", "").isdigit() else None}
         want = getattr(payload, "build_id", None)
@@ -582,6 +600,13 @@ def analyze(lines: list[Line], *, stop_reason: str = "replay", silence_s: float 
         elif finished and idx <= last_seen:
             entry["reason"] = "no line for this step"
         a.steps.append(entry)
+    if done is not None and done.fields.get("next") == "int19":
+        chain = next((e for e in a.steps if e["id"] == "int19-boot"), None)
+        if chain is not None and live.chain_line is not None:
+            chain.update(status="ok", result={"booted_again": True, "evidence": live.chain_line})
+        elif chain is not None:
+            chain.update(status="error", result={"booted_again": False},
+                         reason="nothing booted after int 19h within the capture")
     for idx in sorted(set(steps) - set(range(len(names)))):  # steps beyond the announced count
         st = steps[idx]
         info = step_info(st.name, idx, st.int_no, st.ax)

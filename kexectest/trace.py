@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 MAX_LINE = 4096
-KINDS = frozenset({"banner", "mode", "begin", "end", "data", "state", "skip", "done"})
+KINDS = frozenset({"banner", "mode", "begin", "end", "data", "state", "skip", "done", "boot"})
 _STEP_KINDS = frozenset({"begin", "end", "data", "skip"})
 _HEX = frozenset(b"0123456789ABCDEFabcdef")
 _UHEX = frozenset(b"0123456789ABCDEF")

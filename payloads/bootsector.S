@@ -5,7 +5,7 @@
  * from the first disk to 0000:7C00 and jumps to it.  It prints one trace line
  * on COM1, computing the line's checksum (docs/trace-format.md) as it goes:
  *
- *     KT boot int19-chain ok ~CCCC
+ *     KT boot via=int19 from=disk ~CCCC
  *
  * then writes 0x31 to QEMU's isa-debug-exit port 0xF4 (QEMU exit status 99)
  * and halts.  The MBR disk signature at 0x1B8 is left zero here and filled in
@@ -28,6 +28,7 @@ _start:
 	ljmp	$0, $start2		/* some BIOSes enter at 07C0:0000 */
 start2:
 	cld
+
 
 	/* COM1: 115200 baud (divisor 1), 8N1, FIFO on, DTR+RTS */
 	movw	$0x3fb, %dx
@@ -117,7 +118,7 @@ putc:
 	ret
 
 message:
-	.asciz	"KT boot int19-chain ok"
+	.asciz	"KT boot via=int19 from=disk"
 
 	.org	0x1b8
 disk_signature:

@@ -121,12 +121,29 @@ common32:
 	inb $0xA1, %al
 	movb %al, s_pic2
 	call uart_init32
+	cmpl $0x3931544B, 0x4F0			# 'KT19': we chained to int 19h and
+	je int19_again				# the firmware booted us once more
 	call banner32
 	call apic_fix32
 	# Descend: real-mode IVT descriptor first, then 16-bit protected mode
 	# with 64 KiB segments, then clear CR0.PE and reload CS.
 	lidt rm_idt
 	ljmp $0x18, $(pm16 - K0)
+
+# Entered again through the firmware's bootstrap (int 19h) after a run that
+# chained to it: the BIOS could boot after everything.  Say so and stop.
+int19_again:
+	movl $0, 0x4F0
+	call line_begin32
+	PUTS32 "boot via=int19"
+	call line_end32
+	testl $C_DEBUGEXIT, cfg_flags
+	jz 1f
+	movw cfg_dbgport, %dx
+	movb $0x31, %al
+	outb %al, %dx
+1:	hlt
+	jmp 1b
 
 # Capture IA32_APIC_BASE, SVR, LVT0, LVT1; when the local APIC is not in
 # virtual-wire mode (software-disabled, or LINT0 masked / not ExtINT), the
