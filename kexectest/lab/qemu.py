@@ -82,12 +82,15 @@ class Qemu:
     `kernel` is a bzImage (with `initrd`, `append`) or a multiboot ELF (direct payload boot).
     `disks` is a list of raw image paths (attached snapshot=on, so images are shared safely).
     `share_host` exports the host's / read-only over 9p (mount tag `host`).
+    `no_reboot=False` lets a reset reboot the machine, as hardware would: the collector then
+    sees the firmware or kernel banner come back (with -no-reboot QEMU just quits).
     """
 
     def __init__(self, *, machine: str = "pc", memory_mib: int = 256, smp: int = 1,
                  disks: list[Path] | tuple = (), accel: str = "auto", kernel: Path | None = None,
                  initrd: Path | None = None, append: str | None = None, time_limit: float = 120.0,
-                 debug_exit: bool = True, share_host: bool = False, extra: list[str] = (),
+                 debug_exit: bool = True, no_reboot: bool = True, share_host: bool = False,
+                 extra: list[str] = (),
                  out_dir: Path | None = None):
         if machine not in ("pc", "q35"):
             raise KexectestError(f"qemu: unknown machine {machine!r} (pc, q35)", Exit.USAGE)
@@ -99,6 +102,7 @@ class Qemu:
         self.kernel, self.initrd, self.append = kernel, initrd, append
         self.time_limit = time_limit
         self.debug_exit, self.share_host, self.extra = debug_exit, share_host, list(extra)
+        self.no_reboot = no_reboot
         self.out_dir = Path(out_dir) if out_dir else None
         self.port: int | None = None
         self.argv_used: list[str] = []
@@ -116,9 +120,10 @@ class Qemu:
                                  Exit.MISSING_TOOL)
         a = [binary, "-machine", self.machine, "-accel", self.accel,
              "-m", str(self.memory_mib), "-smp", str(self.smp),
-             "-display", "none", "-monitor", "none", "-no-reboot", "-nodefaults",
-             "-vga", "std",
+             "-display", "none", "-monitor", "none", "-nodefaults", "-vga", "std",
              "-serial", f"tcp:127.0.0.1:{port},server=on,wait=on"]
+        if self.no_reboot:
+            a.append("-no-reboot")
         if self.debug_exit:
             a += ["-device", f"isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=0x04"]
         for i, d in enumerate(self.disks):

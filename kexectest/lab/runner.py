@@ -134,8 +134,10 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
         raise KexectestError(f"lab: payload {elf} is under /{elf.parts[1]}, which the guest "
                              "has its own of: put it elsewhere", Exit.BAD_INPUT)
     time_limit = (overall_timeout or timeout) + BOOT_BUDGET_S
+    # no_reboot=False: a triple fault reboots the machine and the banner coming back tells
+    # the collector it was a reset (the time limit still bounds a reboot loop)
     common = dict(machine=shape.machine, memory_mib=shape.memory, smp=shape.smp,
-                  accel=shape.accel, time_limit=time_limit, out_dir=out_dir)
+                  accel=shape.accel, time_limit=time_limit, out_dir=out_dir, no_reboot=False)
     session = dict(timeout=timeout, overall_timeout=overall_timeout, out_dir=out_dir,
                    quiet=quiet, json_output=json_output, redact=redact,
                    command_line=command_line or [sys.argv[0], "lab", "run"])
