@@ -176,3 +176,12 @@ def analyze_classic(lines: list[Line], *, stop_reason: str = "replay",
         a.summary = f"{a.verdict} at classic step {sid} ({_call(hang_i)})" + (f": {note}" if note else "")
     a.signature = signature(a, None)
     return a
+
+
+def analyze_capture(lines: list[Line], *, stop_reason: str, silence_s: float | None = None,
+                    payload=None) -> Analysis:
+    """One entry point for any capture: our payload's trace, or the classic kexec_test's."""
+    if looks_classic(lines) and not any(ln.record for ln in lines):
+        return analyze_classic(lines, stop_reason=stop_reason, silence_s=silence_s)
+    from .analysis import analyze
+    return analyze(lines, stop_reason=stop_reason, silence_s=silence_s, payload=payload)

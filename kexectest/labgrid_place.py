@@ -151,7 +151,8 @@ def acquired(m: Machine) -> Iterator[AcquiredPlace]:
                 got = session.places[place.name]
                 break
             except Exception as exc:  # lost the race to another sweep: try the next one
-                why.append(f"{place.name}: {getattr(exc, 'details', lambda: exc)()}")
+                detail = exc.details() if callable(getattr(exc, "details", None)) else exc
+                why.append(f"{place.name}: {detail}")
         if got is None:
             raise KexectestError(f"machine {m.name!r}: labgrid place not acquired: "
                                  f"{'; '.join(why)}", Exit.SERIAL)

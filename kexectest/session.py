@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import __version__, analysis, bundle, live, serialio, target
+from . import __version__, analysis, bundle, classic, live, serialio, target
 from .errors import VERDICT_EXIT, Exit, KexectestError
 
 # capture stop reason -> analysis stop_reason
@@ -173,7 +173,7 @@ def _finish(opts, cap, payload, error, trigger, password) -> SessionResult:
     end = cap.stop_time if cap.stop_time is not None else cap.clock()
     silence = end - max(x for x in (cap.last_byte, cap.handoff, cap.t0) if x is not None)
     lines = list(serialio.read_log(cap.directory / serialio.LOG_NAME))
-    result = analysis.analyze(lines, stop_reason=_ANALYSIS_REASON.get(reason, "interrupted"),
+    result = classic.analyze_capture(lines, stop_reason=_ANALYSIS_REASON.get(reason, "interrupted"),
                               silence_s=round(silence, 3), payload=payload)
     verdict_at = cap.clock()
     rel = lambda t: None if t is None else round(t - cap.t0, 6)  # noqa: E731

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from ..analysis import REPLAY_FILTER, analyze
-from ..classic import analyze_classic, looks_classic
+from ..analysis import REPLAY_FILTER
+from ..classic import analyze_capture
 from ..errors import VERDICT_EXIT, Exit, KexectestError
 from ..report import render_summary_md, render_terminal, write_report_json
 from ..trace import lines_from_log
@@ -27,10 +27,7 @@ def analyze_log(path: Path, payload=None):
     if not data.strip(b"\0\r\n\t "):
         raise KexectestError(f"{path}: empty log", Exit.BAD_INPUT)
     lines, fmt = lines_from_log(data, REPLAY_FILTER)
-    if looks_classic(lines) and not any(ln.record for ln in lines):
-        a = analyze_classic(lines, stop_reason="replay")
-    else:
-        a = analyze(lines, stop_reason="replay", payload=payload)
+    a = analyze_capture(lines, stop_reason="replay", payload=payload)
     a.timing["log_format"] = fmt
     return a
 
