@@ -24,6 +24,7 @@ from .serialio import Capture, Port, SerialLost
 LOGIN_RE = re.compile(rb"(?<![Ll]ast )(?<![Ll]ast  )login: *\Z")
 PASSWORD_RE = re.compile(rb"[Pp]assword: *\Z")
 INCORRECT_RE = re.compile(rb"Login incorrect|Authentication failure|Permission denied")
+PROMPT_QUIET_S = 0.3
 SSH_FAILED_RE = re.compile(r"Connection refused|Permission denied|Could not resolve|No route to "
                            r"host|Connection timed out|Host key verification failed|port \d+: ")
 
@@ -130,8 +131,12 @@ def login(spawn: ConsoleSpawn, *, user: str | None, password: str | None, prompt
         elif idx == 2:
             raise KexectestError(f"login incorrect for user {user!r}", Exit.LAB_STAGE)
         else:
-            stage("shell prompt reached")
-            return
+            try:  # a real prompt waits for input; a kernel line cut at "#" goes on
+                more = spawn.read_nonblocking(spawn.maxread, timeout=PROMPT_QUIET_S)
+            except pexpect.TIMEOUT:
+                stage("shell prompt reached")
+                return
+            spawn.buffer = spawn.buffer + more
 
 
 def run_command(spawn: ConsoleSpawn, command: str, prompt: str) -> None:

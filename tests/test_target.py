@@ -29,6 +29,10 @@ def out(b):
         b = b[os.write(fd, b):]
 if mode == "silent":
     time.sleep(600)
+if mode == "cut-hash":  # a kernel line that pauses right after a "#"
+    out("[    0.100000] .... node  #0, CPUs:      #")
+    time.sleep(0.1)
+    out("1\r\n")
 out("[    3.900000] Run /init as init process\r\n")
 buf, state, user = b"", "login", ""
 PROMPT = "root@bench:~# "
@@ -128,7 +132,7 @@ def _all_bundle_bytes(tarball: Path) -> bytes:
     return blob
 
 
-@pytest.mark.parametrize("mode", ["normal", "echo-password"])
+@pytest.mark.parametrize("mode", ["normal", "echo-password", "cut-hash"])
 def test_login_command_completed_password_never_written(pty_target, tmp_path, monkeypatch, mode):
     con = pty_target(mode)
     monkeypatch.setenv("KT_TEST_PW", PASSWORD)
