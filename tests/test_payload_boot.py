@@ -94,6 +94,23 @@ def test_direct_boot_every_step_answers(built_payload, disks, tmp_path, machine,
             assert call["iteration"] == f"dl={0x80 + disk:02X}"
             assert bytes.fromhex("".join(call["data"].values())) == known_sector(disk, lba)
     assert report["payload"]["build_id"] == pl.PayloadImage.open(elf).build_id
+    answered = {(s["int"], s["function"]) for s in ran if s["int"]}
+    assert len(answered) >= 35, sorted(answered)
+
+
+def test_report_command_on_a_saved_direct_boot_log(built_payload, disks, tmp_path):
+    """`kexectest report LOG` on the raw log of a direct boot: >= 35 distinct BIOS calls."""
+    import json
+    import sys
+    raw, _, _ = boot(patched(built_payload, tmp_path), tmp_path, disks=disks)
+    log = tmp_path / "direct.log"
+    log.write_bytes(raw)
+    p = subprocess.run([sys.executable, "-m", "kexectest", "report", str(log), "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout)
+    calls = {(s["int"], s["function"]) for s in report["steps"] if s["int"] and s["status"] == "ok"}
+    assert len(calls) >= 35 and report["verdict"] == "completed"
 
 
 @pytest.mark.parametrize("step", ["sti", "e820", "edd-params", "vbe-info", "wait"])
