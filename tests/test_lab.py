@@ -405,3 +405,39 @@ def test_cli_lab_run_prints_bundle_and_exits_with_verdict(tmp_path, built_payloa
     assert p.returncode in (Exit.COMPLETED, Exit.FAILED_STEPS), p.stderr
     m = re.search(r"^bundle: (\S+\.tar\.gz)$", p.stdout, re.M)
     assert m and Path(m.group(1)).is_file()
+
+
+@pytest.mark.qemu
+def test_run_login_failure_is_a_stage_error_with_console_kept(tmp_path, built_payload, lab_image):
+    import dataclasses
+
+    with pytest.raises(KexectestError) as e:
+        run_virtual("pc", out_dir=tmp_path, payload=built_payload, accel="tcg", quiet=True,
+                    timeout=20.0, image=dataclasses.replace(lab_image, password="wrong"))
+    assert e.value.code == Exit.LAB_STAGE and "login incorrect" in str(e.value)
+    (run_dir,) = [p for p in tmp_path.glob("run-*") if p.is_dir()]
+    assert "login:" in (run_dir / "console.log").read_text()
+    assert "waiting for connection" in (run_dir / "qemu.stderr").read_text()
+
+
+@pytest.mark.qemu
+def test_run_command_failing_in_the_guest_is_reported(tmp_path, built_payload, lab_image):
+    with pytest.raises(KexectestError) as e:
+        run_virtual("pc", out_dir=tmp_path, payload=built_payload, image=lab_image, accel="tcg",
+                    quiet=True, timeout=20.0, skip=("no-such-step",))
+    assert e.value.code == Exit.TARGET_COMMAND and "no-such-step" in str(e.value)
+
+
+@pytest.mark.qemu
+def test_cli_lab_run_from_the_lab_file(tmp_path, built_payload):
+    lab = Path(__file__).resolve().parents[1] / "labs" / "virtual.toml"
+    p = subprocess.run([sys.executable, "-m", "kexectest", "lab", "run", "--config", str(lab),
+                        "pc-direct", "--payload", str(built_payload), "--out", str(tmp_path),
+                        "--quiet"], capture_output=True, text=True, timeout=300)
+    assert p.returncode in (Exit.COMPLETED, Exit.FAILED_STEPS), p.stderr
+    (run_dir,) = [d for d in tmp_path.glob("run-*") if d.is_dir()]
+    env = json.loads((run_dir / "environment.json").read_text())
+    assert env["lab"]["loader"] == "direct" and env["lab"]["machine"]["memory"] == 512
+    p = subprocess.run([sys.executable, "-m", "kexectest", "lab", "run", "--config", str(lab),
+                        "no-such-machine"], capture_output=True, text=True)
+    assert p.returncode == Exit.CONFIG and "Traceback" not in p.stderr
