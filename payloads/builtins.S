@@ -350,21 +350,17 @@ pit_count:					# AX = PIT channel 0 count
 p_vbe:
 	cmpw $0x004F, res_eax - K0
 	jne 9f
-	movw $(buf_main + 6 - K0), %si
-	movw $(tag_oem - K0), %di
+	movw $(vbe_ptrs - K0), %bx
+1:	movw (%bx), %si				# offset of a far pointer in the block
+	testw %si, %si
+	jz 9f
+	addw $(buf_main - K0), %si
+	movw 2(%bx), %di			# its tag
+	pushw %bx
 	call dump_far64
-	movw $(buf_main + 22 - K0), %si
-	movw $(tag_vendor - K0), %di
-	call dump_far64
-	movw $(buf_main + 26 - K0), %si
-	movw $(tag_product - K0), %di
-	call dump_far64
-	movw $(buf_main + 30 - K0), %si
-	movw $(tag_rev - K0), %di
-	call dump_far64
-	movw $(buf_main + 14 - K0), %si
-	movw $(tag_modes - K0), %di
-	call dump_far64
+	popw %bx
+	addw $4, %bx
+	jmp 1b
 9:	ret
 
 dump_far64:					# SI -> far pointer, DI = tag
@@ -378,6 +374,13 @@ dump_far64:					# SI -> far pointer, DI = tag
 1:	ret
 
 	.subsection 1
+vbe_ptrs:					# VBE info block: far pointer offsets
+	.word 6, tag_oem - K0
+	.word 22, tag_vendor - K0
+	.word 26, tag_product - K0
+	.word 30, tag_rev - K0
+	.word 14, tag_modes - K0
+	.word 0
 tag_oem:	.asciz "oem"
 tag_vendor:	.asciz "vendor"
 tag_product:	.asciz "product"

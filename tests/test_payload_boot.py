@@ -94,6 +94,10 @@ def test_direct_boot_every_step_answers(built_payload, disks, tmp_path, machine,
             assert call["iteration"] == f"dl={0x80 + disk:02X}"
             assert bytes.fromhex("".join(call["data"].values())) == known_sector(disk, lba)
     assert report["payload"]["build_id"] == pl.PayloadImage.open(elf).build_id
+    # strings behind the VBE block's far pointers (in the video ROM), and QEMU's EDID
+    assert steps["vbe-info"]["result"]["vendor"] == "SeaBIOS Developers"
+    assert 0x101 in steps["vbe-info"]["result"]["modes"]
+    assert steps["edid"]["result"]["manufacturer"] == "RHT" and steps["edid"]["result"]["checksum_valid"]
     answered = {(s["int"], s["function"]) for s in ran if s["int"]}
     assert len(answered) >= 35, sorted(answered)
 
