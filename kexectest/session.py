@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import __version__, analysis, bundle, classic, live, serialio, target
+from . import __version__, analysis, bundle, classic, live, report, serialio, target
 from .errors import VERDICT_EXIT, Exit, KexectestError
 
 # capture stop reason -> analysis stop_reason
@@ -198,7 +198,7 @@ def _finish(opts, cap, payload, error, trigger, password) -> SessionResult:
         "verdict": result.verdict, "error": str(error) if error else None,
         **opts.extra_environment,
     }
-    summary = _summary(result, environment)
+    summary = report.render_summary_md(result, environment)
     tarball = bundle.finalize(
         cap.directory, report=result.to_dict(), summary=summary, environment=environment,
         payload_elf=opts.payload_elf, extra_files={"qemu.stderr": opts.qemu_stderr},
@@ -208,11 +208,3 @@ def _finish(opts, cap, payload, error, trigger, password) -> SessionResult:
     return SessionResult(verdict=result.verdict, exit_code=int(VERDICT_EXIT.get(
         result.verdict, Exit.INTERRUPTED)), bundle_dir=cap.directory, tarball=tarball,
         analysis=result, stop_reason=reason, timings=timings)
-
-
-def _summary(result, environment: dict) -> str:
-    try:
-        from .report import render_summary_md
-    except ImportError:  # report.py not there yet: a minimal summary
-        return f"# kexectest: {result.verdict}\n\n{result.one_line()}\n"
-    return render_summary_md(result, environment)
