@@ -7,7 +7,6 @@ import gzip
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -382,12 +381,14 @@ def test_run_wrong_uart_base_gives_no_output(tmp_path, built_payload, lab_image)
 
 @pytest.mark.qemu
 def test_run_direct_with_int19_chain(tmp_path, built_payload, lab_image):
-    """(Under -kernel, SeaBIOS's int 19h boots the -kernel option ROM again, not disk 0: the
-    boot sector itself is proven by test_bootsector_boots_from_the_bios...)"""
+    """Under -kernel, SeaBIOS's int 19h boots the -kernel option ROM (bootindex 0) again, not
+    disk 0: the payload comes back and says so.  (The disk's boot sector is proven by
+    test_bootsector_boots_from_the_bios...)"""
     result, report, console = _run(tmp_path, built_payload, lab_image,
                                    {"machine": "pc", "disks": 1}, loader="direct", int19=True)
     assert result.verdict in ("completed", "failed-steps"), report["summary"]
-    assert re.search(r"KT done steps=\d+ errors=\d+ next=int19", console)
+    done = re.search(r"KT done steps=\d+ errors=\d+ next=int19", console)
+    assert done and re.search(r"KT boot via=int19", console[done.end():])
 
 
 @pytest.mark.qemu

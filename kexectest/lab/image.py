@@ -11,6 +11,7 @@ inputs is a no-op (see `build_image`).
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import io
@@ -328,7 +329,7 @@ def _is_static(path: str) -> bool:
 def _init_script(modules: list[str]) -> str:
     mods = " ".join(f"{i:02d}-{m}.ko" for i, m in enumerate(modules))
     return f"""#!/bin/sh
-# kexectest lab guest (recipe {RECIPE_VERSION}): the host's / over 9p at /host, then a login on ttyS0
+# kexectest lab guest (recipe {RECIPE_VERSION}): host / over 9p at /host, then a login on ttyS0
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -513,13 +514,29 @@ def build_image(kernel: Path | None = None, modules: Path | None = None, *, forc
                           kernel_path=kernel, modules_dir=modules)
     inputs = _inputs(source, venv)
     out = image_dir(inputs)
-    meta = out / "image.json"
-    if meta.exists() and not force:
-        try:
-            return LabImage.from_json(json.loads(meta.read_text()))
-        except (ValueError, KeyError):
-            pass  # a damaged cache entry: rebuild it
+    cached = _cached(out)
+    if cached is not None and not force:
+        return cached
     _check_space(cache_root())
+    # one builder at a time (a sweep starts several lab runs at once); the others then find
+    # the finished entry
+    with open(cache_root() / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        cached = _cached(out)
+        if cached is not None and not force:
+            return cached
+        return _build(package, version, kernel, modules, venv, inputs, out, log)
+
+
+def _cached(out: Path) -> LabImage | None:
+    try:
+        return LabImage.from_json(json.loads((out / "image.json").read_text()))
+    except (OSError, ValueError, KeyError):
+        return None  # missing or damaged: (re)build it
+
+
+def _build(package, version, kernel, modules, venv: Path, inputs: dict,
+           out: Path, log) -> LabImage:
     log(f"building lab image in {out}")
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=cache_root()))
     try:
@@ -558,8 +575,8 @@ def build_image(kernel: Path | None = None, modules: Path | None = None, *, forc
                          cmdline=CMDLINE, password=PASSWORD, venv=venv,
                          kernel_version=release or "", directory=out)
         (stage / "image.json").write_text(json.dumps(image.to_json(), indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
+        if out.exists():  # --force: QEMUs already running keep their open files
+            os.replace(out, tmp / "old")
         os.replace(stage, out)  # the cache entry appears complete or not at all
     except OSError as exc:
         if exc.errno == 28:
