@@ -7,6 +7,8 @@ memory stays bounded whatever arrives on the wire (NULs, invalid UTF-8, lines wi
 
 from __future__ import annotations
 
+from operator import mul
+
 from dataclasses import dataclass, field
 
 MAX_LINE = 4096
@@ -17,12 +19,14 @@ _UHEX = frozenset(b"0123456789ABCDEF")
 
 
 def checksum(data: bytes) -> int:
-    """Fletcher-16 with modulo 256 over the bytes before ` ~` (cheap for 16-bit assembly)."""
-    s1 = s2 = 0
-    for b in data:
-        s1 = (s1 + b) & 0xFF
-        s2 = (s2 + s1) & 0xFF
-    return (s2 << 8) | s1
+    """Fletcher-16 with modulo 256 over the bytes before ` ~` (cheap for 16-bit assembly).
+
+    The payload keeps running sums s1 += b, s2 += s1; in closed form s2 is the sum of each
+    byte weighted by how many prefix sums it is part of (n - k), which Python computes in C
+    instead of a byte loop: the collector checks every line of every console it follows."""
+    s1 = sum(data)
+    s2 = sum(map(mul, data, range(len(data), 0, -1)))
+    return ((s2 & 0xFF) << 8) | (s1 & 0xFF)
 
 
 def format_line(body: str) -> str:

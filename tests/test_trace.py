@@ -135,3 +135,13 @@ def test_corrupted_kt_line_never_valid(body, pos, xor):
         return  # became a line break / dropped byte: not a single corrupted line
     ln = parse_line(bytes(raw))
     assert ln.record is None or raw.decode("latin1") == format_line(body)
+
+
+@given(st.binary(max_size=600))
+def test_checksum_closed_form_equals_the_payloads_running_sums(data):
+    """trace.checksum computes in closed form what the payload sums byte by byte."""
+    s1 = s2 = 0
+    for b in data:
+        s1 = (s1 + b) & 0xFF
+        s2 = (s2 + s1) & 0xFF
+    assert checksum(data) == (s2 << 8) | s1
