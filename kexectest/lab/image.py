@@ -24,6 +24,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -529,8 +530,13 @@ def build_image(kernel: Path | None = None, modules: Path | None = None, *, forc
 
 
 def _cached(out: Path) -> LabImage | None:
+    meta = out / "image.json"
     try:
-        return LabImage.from_json(json.loads((out / "image.json").read_text()))
+        os.utime(meta)  # last used: see _prune
+    except OSError:
+        pass
+    try:
+        return LabImage.from_json(json.loads(meta.read_text()))
     except (OSError, ValueError, KeyError):
         return None  # missing or damaged: (re)build it
 
@@ -585,5 +591,19 @@ def _build(package, version, kernel, modules, venv: Path, inputs: dict,
         raise KexectestError(f"lab build: {exc}", Exit.LAB_BUILD) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    _prune(keep=out)
     log(f"lab image ready: {out}")
     return image
+
+
+def _prune(keep: Path, max_age_days: float = 14.0) -> None:
+    """Drop cache entries of older inputs not used for a while (each is ~45 MB)."""
+    cutoff = time.time() - max_age_days * 86400
+    for entry in cache_root().iterdir():
+        if entry == keep or not re.fullmatch(r"[0-9a-f]{16}", entry.name):
+            continue
+        try:
+            if (entry / "image.json").stat().st_mtime < cutoff:
+                shutil.rmtree(entry, ignore_errors=True)
+        except OSError:
+            continue

@@ -178,6 +178,8 @@ class Qemu:
             if "Address already in use" in text or "Failed to bind" in text:
                 continue
             last = text.strip().splitlines()[-1:] or [f"exit status {self.proc.returncode}"]
+            if not self.out_dir:
+                self.stderr_path.unlink(missing_ok=True)
             raise KexectestError(f"qemu failed to start: {last[0]}", Exit.LAB_STAGE)
         raise KexectestError("qemu failed to start: no free loopback port", Exit.LAB_STAGE)
 
