@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 APT_PACKAGES=(python3 python3-venv python3-pip binutils openssl
-              qemu-system-x86 kexec-tools busybox-static cpio ser2net chromium)
+              qemu-system-x86 kexec-tools busybox-static cpio ser2net chromium util-linux)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -26,7 +26,7 @@ fi
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test,labgrid]'
 
 job="${1:-}"
 shift || true

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from rich.console import Console
 
 from ..errors import Exit, KexectestError
 from .payload import CONFIG_OPTION_NAMES, config_kwargs, config_options
+from .run import finish
 
 
 @click.group("lab")
@@ -106,13 +106,7 @@ def run_cmd(machine, memory, smp, disks, accel, loader, payload, out_dir, timeou
         overall_timeout=max_time, console=console, payload=payload, args=list(args),
         quiet=quiet, json_output=json_output, command_line=["kexectest", *sys.argv[1:]],
         log=lambda msg: click.echo(msg, err=True), **cfg)
-    if json_output:
-        click.echo(json.dumps(result.analysis.to_dict(), indent=2))
-        click.echo(f"bundle: {result.tarball}", err=True)
-    else:
-        click.echo(result.analysis.one_line())
-        click.echo(f"bundle: {result.tarball}")
-    sys.exit(result.exit_code)
+    finish(result, json_output)
 
 
 def register(group: click.Group) -> None:

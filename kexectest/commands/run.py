@@ -71,7 +71,12 @@ def run_cmd(serial_url, baud, parity, rtscts, xonxoff, login, password_env, prom
         out_dir=out_dir, payload_elf=payload_elf, redact=redact, quiet=quiet,
         json_output=json_output, command_line=["kexectest", *sys.argv[1:]])
     console = Console(stderr=json_output, highlight=False)
-    result = run_session(opts, console)
+    finish(run_session(opts, console), json_output)
+
+
+def finish(result, json_output: bool) -> None:
+    """The end of every command that ran a session: the verdict line (or report.json), the
+    bundle's path, and the verdict's exit status."""
     if json_output:
         click.echo(json.dumps(result.analysis.to_dict(), indent=2))
         click.echo(f"bundle: {result.tarball}", err=True)
