@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import tempfile
 from pathlib import Path
 
@@ -33,7 +34,9 @@ def short_result(step: dict, width: int = 70) -> str:
     if step.get("reason") and step["status"] != "ok":
         return step["reason"][:width]
     r = step.get("result") or {}
-    if "entries" in r:
+    if r.get("supported") is False:
+        s = "not supported by this firmware" + (f" (AH={r['ah']:02X}h)" if isinstance(r.get("ah"), int) else "")
+    elif "entries" in r:
         s = f"{r.get('count', len(r['entries']))} entries"
     elif "drives" in r:
         parts = []
@@ -81,10 +84,16 @@ def render_summary_md(analysis: Analysis, environment: dict | None = None) -> st
     if d["findings"]:
         out += ["", "### Machine state at entry", ""] + [f"- {f['text']}" for f in d["findings"]]
     if d["steps"]:
-        out += ["", "### Steps", "", "| # | step | call | status | result |", "|---|---|---|---|---|"]
+        # what went wrong first, in full; every step behind a fold trackers render (<details>)
+        bad = [s for s in d["steps"] if s["status"] in ("error", "hung")]
+        if bad:
+            out += ["", "### Steps that failed", ""] + _step_table(bad)
+        counts = {}
         for s in d["steps"]:
-            out.append(f"| {s['index']:03d} | {s['id']} | {_md_cell(s.get('call', ''))} | "
-                       f"{_MARK.get(s['status'], s['status'])} | {_md_cell(short_result(s))} |")
+            counts[s["status"]] = counts.get(s["status"], 0) + 1
+        tally = ", ".join(f"{n} {st}" for st, n in counts.items())
+        out += ["", f"<details><summary>All {len(d['steps'])} steps ({tally})</summary>", ""]
+        out += _step_table(d["steps"]) + ["", "</details>"]
     ba = d["before_after"]
     if ba.get("available"):
         out += ["", "### Before kexec / after kexec", ""]
@@ -114,12 +123,63 @@ def render_summary_md(analysis: Analysis, environment: dict | None = None) -> st
     if t.get("payload_s") is not None:
         out.append(f"- payload trace: {t['payload_bytes']} bytes in {t['payload_s']:.3f} s "
                    f"(wire time at {t['baud']} baud: {t['wire_s']:.3f} s)")
-    for k, v in env.items():
-        if k not in ("command", "payload_sha256"):
-            out.append(f"- {k}: {v}")
-    if env.get("command"):
-        out += ["", "Command:", "", "```", env["command"], "```"]
+    out += _run_section(env)
+    command = env.get("command") or (shlex.join(env["command_line"]) if env.get("command_line") else None)
+    if command:
+        out += ["", "Command:", "", "```", command, "```"]
     return "\n".join(out) + "\n"
+
+
+def _step_table(steps: list[dict]) -> list[str]:
+    rows = ["| # | step | call | status | result |", "|---|---|---|---|---|"]
+    for s in steps:
+        rows.append(f"| {s['index']:03d} | {s['id']} | {_md_cell(s.get('call', ''))} | "
+                    f"{_MARK.get(s['status'], s['status'])} | {_md_cell(short_result(s))} |")
+    return rows
+
+
+def _run_section(env: dict) -> list[str]:
+    """How the run was made, in a few readable lines (everything is in environment.json)."""
+    if not env:
+        return []
+    out = ["", "### Run", ""]
+    if env.get("collector_host") or env.get("python"):
+        out.append(f"- collector: {env.get('collector_host', '?')}, python {env.get('python', '?')}, "
+                   f"{env.get('platform', '')}".rstrip(", "))
+    ser = env.get("serial") or {}
+    if ser:
+        flow = " ".join(x for x in ("rtscts" if ser.get("rtscts") else "",
+                                    "xonxoff" if ser.get("xonxoff") else "") if x)
+        out.append(f"- serial: `{ser.get('url')}` at {ser.get('baud')} baud, parity {ser.get('parity')}"
+                   + (f", {flow}" if flow else ""))
+    tgt = env.get("target") or {}
+    if env.get("mode"):
+        how = env["mode"]
+        if tgt.get("login"):
+            how += f", login {tgt['login']}"
+        if tgt.get("ssh"):
+            how += f", ssh {tgt['ssh']}"
+        if tgt.get("command"):
+            how += f", command `{tgt['command']}`"
+        out.append(f"- target driven by: {how}")
+    lab = env.get("lab") or {}
+    if lab:
+        m = lab.get("machine") or {}
+        out.append(f"- virtual lab: {m.get('machine')} {m.get('memory')} MiB, {m.get('smp')} CPU, "
+                   f"{m.get('disks')} disk(s), {lab.get('accel')}, loader {lab.get('loader')}")
+    t, stop = env.get("timings") or {}, env.get("stop") or {}
+    if t or stop:
+        bits = [f"{env.get('bytes')} bytes, {env.get('lines')} lines" if env.get("bytes") is not None else ""]
+        if t.get("handoff_s") is not None:
+            bits.append(f"hand-off at {t['handoff_s']:.1f} s")
+        if t.get("ended_s") is not None:
+            bits.append(f"ended at {t['ended_s']:.1f} s")
+        if stop.get("reason"):
+            bits.append(f"stopped by {stop['reason']}" + (f" ({stop['detail']})" if stop.get("detail") else ""))
+        out.append("- capture: " + ", ".join(b for b in bits if b))
+    if env.get("error"):
+        out.append(f"- error: {env['error']}")
+    return out
 
 
 def render_terminal(analysis: Analysis, console, *, all_steps: bool = False) -> None:
