@@ -34,7 +34,12 @@ def load_cmd(payload, via, do_exec, yes, no_snapshot, **options):
         raise KexectestError("--exec ends the running system: add --yes to confirm",
                              Exit.USAGE)
     src = Path(payload) if payload else pl.ensure_built()
-    tmpdir = tempfile.mkdtemp(prefix="kexectest-load-")
+    try:
+        tmpdir = tempfile.mkdtemp(prefix="kexectest-load-")
+    except OSError as exc:
+        raise KexectestError(f"cannot make a temporary directory for the patched payload: "
+                             f"{exc.strerror} (set TMPDIR to a writable directory)",
+                             Exit.BAD_INPUT) from None
     try:
         patched = pl.patch(src, Path(tmpdir) / "kexec_test.elf", **config_kwargs(options))
         img = pl.PayloadImage.open(patched)
