@@ -150,9 +150,10 @@ def test_kernel_panic_before_handoff_is_died_before_handoff(tmp_path, lab_image)
     block = "\n".join(fatal[0]["block"])
     assert len(fatal[0]["block"]) >= 5, fatal[0]
     assert "sysrq triggered crash" in block
-    assert "Call Trace:" in block or "RIP:" in block
+    assert "Call Trace:" in block and "RIP:" in block and "Kernel Offset" in block
     assert "sysrq triggered crash" in report["summary"]
     assert report["handoff"]["seen"] is False
+    _save_corpus(result.bundle_dir, "real-panic-sysrq")
 
 
 # ------------------------------------------------------------------ 4. the classic kexec_test
