@@ -241,6 +241,26 @@ def format_log_line(line: trace.Line) -> str:
     return f"+{(line.t or 0.0):012.6f}{'~' if line.truncated else ''}\t{line.text}\n"
 
 
+def _write_all(f, data: bytes) -> None:
+    """An unbuffered file write that is whole even when the kernel takes only part of it."""
+    n = f.write(data)
+    while n is not None and n < len(data):
+        data = data[n:]
+        n = f.write(data)
+
+
+def _log_block(lines: list[trace.Line]) -> bytes:
+    """format_log_line of every line, as one UTF-8 block (lines of one read share their time)."""
+    parts = []
+    last_t = prefix = None
+    for line in lines:
+        t = line.t or 0.0
+        if t != last_t:
+            last_t, prefix = t, f"+{t:012.6f}"
+        parts.append(f"{prefix}~\t{line.text}\n" if line.truncated else f"{prefix}\t{line.text}\n")
+    return "".join(parts).encode("utf-8")
+
+
 class Capture:
     """One console's capture: raw file, timestamped log, live analysis state, bounded tail.
 
@@ -253,7 +273,7 @@ class Capture:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.raw = open(self.directory / RAW_NAME, "ab", buffering=0)
-        self.log = open(self.directory / LOG_NAME, "a", encoding="utf-8", newline="\n")
+        self.log = open(self.directory / LOG_NAME, "ab", buffering=0)  # one write per read
         self.scrubber = Scrubber(secret)
         self.splitter = trace.LineSplitter()
         self.live = analysis.LiveState()
@@ -282,7 +302,7 @@ class Capture:
         data = self.scrubber.feed(data)
         if not data:
             return None
-        self.raw.write(data)
+        _write_all(self.raw, data)
         self.bytes += len(data)
         if self.first_byte is None:
             self.first_byte = now
@@ -290,24 +310,26 @@ class Capture:
         self._idle_checked = False
         if self.prompt_re is not None:
             self._partial = (self._partial + data).rsplit(b"\n", 1)[-1][-512:]
-        stop = self._lines(self.splitter.feed(data, now - self.t0))
-        self.log.flush()
-        return stop
+        lines = self.splitter.feed(data, now - self.t0)
+        return self._lines(lines) if lines else None
 
     def _lines(self, lines: list[trace.Line]) -> str | None:
+        """Log, tail and live state for the lines of one read: one write to console.log."""
+        if not lines:
+            return None
+        _write_all(self.log, _log_block(lines))
+        self.tail.extend(lines)
+        self.lines += len(lines)
         stop = None
-        write = self.log.write
+        feed = self.live.feed
         for line in lines:
-            write(format_log_line(line))
-            self.tail.append(line)
-            self.lines += 1
             rec = line.record
             if rec is not None and rec.kind == "banner" and "steps" in rec.fields:
                 try:
                     self.steps_total = int(rec.fields["steps"])
                 except ValueError:
                     pass
-            reason = self.live.feed(line)
+            reason = feed(line)
             if reason and self.handoff is not None and stop is None:
                 stop = reason
         return stop
@@ -350,7 +372,7 @@ class Capture:
             return
         rest = self.scrubber.flush()
         if rest:
-            self.raw.write(rest)
+            _write_all(self.raw, rest)
             self.bytes += len(rest)
             self._lines(self.splitter.feed(rest, self.clock() - self.t0))
         self._lines(self.splitter.flush(self.clock() - self.t0))

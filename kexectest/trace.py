@@ -7,25 +7,24 @@ memory stays bounded whatever arrives on the wire (NULs, invalid UTF-8, lines wi
 
 from __future__ import annotations
 
-from operator import mul
+from itertools import accumulate
 
 from dataclasses import dataclass, field
 
 MAX_LINE = 4096
 KINDS = frozenset({"banner", "mode", "begin", "end", "data", "state", "skip", "done", "boot"})
 _STEP_KINDS = frozenset({"begin", "end", "data", "skip"})
-_HEX = frozenset(b"0123456789ABCDEFabcdef")
-_UHEX = frozenset(b"0123456789ABCDEF")
+_UHEX_CHARS = b"0123456789ABCDEF"
 
 
 def checksum(data: bytes) -> int:
     """Fletcher-16 with modulo 256 over the bytes before ` ~` (cheap for 16-bit assembly).
 
-    The payload keeps running sums s1 += b, s2 += s1; in closed form s2 is the sum of each
-    byte weighted by how many prefix sums it is part of (n - k), which Python computes in C
-    instead of a byte loop: the collector checks every line of every console it follows."""
+    The payload keeps running sums s1 += b, s2 += s1: s2 is the sum of the prefix sums, which
+    itertools.accumulate yields in C instead of a byte loop (the collector checks every line of
+    every console it follows)."""
     s1 = sum(data)
-    s2 = sum(map(mul, data, range(len(data), 0, -1)))
+    s2 = sum(accumulate(data))
     return ((s2 & 0xFF) << 8) | (s1 & 0xFF)
 
 
@@ -74,32 +73,34 @@ def _parse_body(body: str) -> Record | None:
     if len(toks) < 2 or toks[0] != "KT" or toks[1] not in KINDS:
         return None
     kind = toks[1]
-    rest = toks[2:]
     step = name = None
     if kind in _STEP_KINDS:
-        if len(rest) < 2 or len(rest[0]) != 3 or not rest[0].isdigit():
+        if len(toks) < 4 or len(toks[2]) != 3 or not toks[2].isdigit():
             return None
-        step, name, rest = int(rest[0]), rest[1], rest[2:]
-    elif kind in ("mode", "state"):
-        if not rest:
+        step, name, rest = int(toks[2]), toks[3], toks[4:]
+    elif kind == "mode" or kind == "state":
+        if len(toks) < 3:
             return None
-        name, rest = rest[0], rest[1:]
-    fields: dict[str, str] = {}
-    hexparts: list[str] = []
-    for tok in rest:
-        k, eq, v = tok.partition("=")
-        if eq and not hexparts:
-            fields[k] = v
-        elif kind == "data" and not eq:
-            hexparts.append(tok)
-        else:
-            return None
+        name, rest = toks[2], toks[3:]
+    else:
+        rest = toks[2:]
     data = None
     if kind == "data":
-        joined = "".join(hexparts)
-        if len(joined) % 2 or not set(joined.encode()) <= _HEX:
+        # key=value fields first, then the hex run (no '=' in it)
+        n = 0
+        for tok in rest:
+            if "=" not in tok:
+                break
+            n += 1
+        hexparts, rest = rest[n:], rest[:n]
+        try:  # the tokens hold no whitespace, so fromhex accepts hex digits only (no '=')
+            data = bytes.fromhex("".join(hexparts))
+        except ValueError:
             return None
-        data = bytes.fromhex(joined)
+    try:
+        fields = dict([tok.split("=", 1) for tok in rest])  # ValueError: a token without '='
+    except ValueError:
+        return None
     iteration = None
     if "dl" in fields:
         iteration = "dl=" + fields["dl"]
@@ -123,10 +124,12 @@ def parse_line(raw: bytes, t: float | None = None, truncated: bool = False) -> L
         line.bad_checksum = True
         return line
     body, cs = tail[:-6], tail[-4:]
-    if not set(cs) <= _UHEX or int(cs, 16) != checksum(body):
+    if cs.translate(None, _UHEX_CHARS) or int(cs, 16) != checksum(body):
         line.bad_checksum = True
         return line
-    line.record = _parse_body(body.decode("ascii", "replace"))
+    # ASCII (a payload line always is): the body is already decoded in `text`
+    line.record = _parse_body(text[pos:pos + len(body)] if raw.isascii()
+                              else body.decode("ascii", "replace"))
     if line.record is None:
         line.bad_checksum = True
     return line

@@ -365,3 +365,24 @@ def test_read_log_bounds_huge_line_pieces(tmp_path):
         fh.write(serialio.format_log_line(trace.Line("after", 2.0)))
     back = list(serialio.read_log(path))
     assert len(back) == 3 and back[-1].text == "after"
+
+
+def test_capture_log_is_on_disk_after_every_read(tmp_path):
+    """console.log holds every complete line of a read (format_log_line each) once feed returns."""
+    now = [100.0]
+    cap = serialio.Capture(tmp_path, clock=lambda: now[0])
+    chunks = [b"[  1.0] k\xc3\xa9rnel\r\n" + kt("KT mode real").encode() + b"\r\nhalf",
+              b" line\r\n" + b"L" * (trace.MAX_LINE + 10) + b"\n", b"\xff\xfebad\n\n", b"no end"]
+    expect = []
+    for i, chunk in enumerate(chunks):
+        now[0] = 100.0 + i * 0.25
+        cap.feed(chunk)
+        log = (tmp_path / serialio.LOG_NAME).read_text()
+        expect += [serialio.format_log_line(ln) for ln in list(cap.tail)[len(expect):]]
+        assert log == "".join(expect)
+        assert (tmp_path / serialio.RAW_NAME).read_bytes() == b"".join(chunks[:i + 1])
+    cap.close()
+    assert [ln.text for ln in cap.tail] == ["[  1.0] k\u00e9rnel", kt("KT mode real"), "half line",
+                                             "L" * trace.MAX_LINE, "L" * 10, "\ufffd\ufffdbad", "no end"]
+    assert (tmp_path / serialio.LOG_NAME).read_text().splitlines()[3].startswith("+00000.250000~\t")
+    assert cap.tail[1].record is not None and cap.lines == 7

@@ -145,3 +145,58 @@ def test_checksum_closed_form_equals_the_payloads_running_sums(data):
         s1 = (s1 + b) & 0xFF
         s2 = (s2 + s1) & 0xFF
     assert checksum(data) == (s2 << 8) | s1
+
+
+def _reference_record(body: str):
+    """The record rules of docs/trace-format.md written plainly, token by token."""
+    toks = body.split()
+    if len(toks) < 2 or toks[0] != "KT" or toks[1] not in ("banner", "mode", "begin", "end", "data",
+                                                            "state", "skip", "done", "boot"):
+        return None
+    kind, rest, step, name = toks[1], toks[2:], None, None
+    if kind in ("begin", "end", "data", "skip"):
+        if len(rest) < 2 or len(rest[0]) != 3 or not rest[0].isdigit():
+            return None
+        step, name, rest = int(rest[0]), rest[1], rest[2:]
+    elif kind in ("mode", "state"):
+        if not rest:
+            return None
+        name, rest = rest[0], rest[1:]
+    fields, hexparts = {}, []
+    for tok in rest:
+        k, eq, v = tok.partition("=")
+        if eq and not hexparts:
+            fields[k] = v
+        elif kind == "data" and not eq:
+            hexparts.append(tok)
+        else:
+            return None
+    data = None
+    if kind == "data":
+        joined = "".join(hexparts)
+        if len(joined) % 2 or any(c not in "0123456789ABCDEFabcdef" for c in joined):
+            return None
+        data = bytes.fromhex(joined)
+    it = "dl=" + fields["dl"] if "dl" in fields else ("i=" + fields["i"] if "i" in fields else None)
+    return (kind, step, name, fields, data, it)
+
+
+_kinds = st.sampled_from(["begin", "end", "data", "state", "mode", "skip", "done", "boot", "banner",
+                          "oops", "KT"])
+_tokens = st.sampled_from(["012", "12", "e820", "i=3", "dl=80", "off=0000", "a=b=c", "=x", "k=",
+                           "00FC", "0A1", "zz", "AB", "ab", "\u00e9", "\u00b2\u00b2\u00b2", "x"])
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.booleans(), _kinds, st.sampled_from(["012", "12", "x=1", ""]),
+       st.sampled_from(["e820", "i=3", ""]), st.lists(_tokens, max_size=7))
+def test_record_parsing_matches_the_plain_rules(kt_first, kind, step, name, toks):
+    body = " ".join((["KT"] if kt_first else []) + [kind, step, name] + toks)
+    raw = body.encode()
+    ln = parse_line(raw + f" ~{checksum(raw):04X}".encode())
+    ref = _reference_record(raw.decode("ascii", "replace"))
+    got = ln.record
+    if ref is None:
+        assert got is None and (ln.bad_checksum or not body.startswith("KT "))
+    else:
+        assert (got.kind, got.step, got.name, got.fields, got.data, got.iteration) == ref
