@@ -367,8 +367,8 @@ def test_run_hang_is_located(tmp_path, built_payload, lab_image):
 @pytest.mark.qemu
 def test_run_reset_is_seen(tmp_path, built_payload, lab_image):
     result, report, _ = _run(tmp_path, built_payload, lab_image, "q35", loader="kexec-tools",
-                             reset_at="e820", timeout=8.0)
-    assert result.verdict == "reset" and result.exit_code == Exit.RESET
+                             reset_at="e820", timeout=30.0)  # the rebooted guest's banner
+    assert result.verdict == "reset" and result.exit_code == Exit.RESET  # can take 10 s (TCG)
 
 
 @pytest.mark.qemu
@@ -394,8 +394,8 @@ def test_run_direct_with_int19_chain(tmp_path, built_payload, lab_image):
 @pytest.mark.qemu
 def test_run_reset_direct(tmp_path, built_payload, lab_image):
     result, report, _ = _run(tmp_path, built_payload, lab_image, "pc", loader="direct",
-                             reset_at="e820", timeout=8.0)
-    assert result.verdict == "reset" and result.exit_code == Exit.RESET
+                             reset_at="e820", timeout=30.0)  # the rebooted guest's banner
+    assert result.verdict == "reset" and result.exit_code == Exit.RESET  # can take 10 s (TCG)
 
 
 @pytest.mark.qemu
