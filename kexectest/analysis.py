@@ -56,7 +56,13 @@ def strip_ts(text: str) -> str:
     return _TS.sub("", text, count=1) if "]" in text[:20] else text
 
 
+# every TROUBLE pattern holds one of the hints: a line without any is no trouble (one search)
+_HINT_RX = re.compile("|".join(re.escape(h.decode()) for h in TROUBLE_HINTS))
+
+
 def trouble_kind(text: str) -> tuple[str, bool] | None:
+    if not _HINT_RX.search(text):
+        return None
     body = strip_ts(text)
     for kind, fatal, rx in TROUBLE:
         if rx.search(body):

@@ -7,6 +7,8 @@ memory stays bounded whatever arrives on the wire (NULs, invalid UTF-8, lines wi
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
 from itertools import accumulate
 
 from dataclasses import dataclass, field
@@ -304,32 +306,53 @@ def prefiltered_lines(data: bytes, keywords: tuple[bytes, ...], tail_markers: tu
     """Lines of a large raw log without decoding every line: before the payload region (from the
     last of `tail_markers`, or the first `KT `, or the last MiB) only lines holding one of
     `keywords` are kept (plus `block_lines` after those holding one of `block_after`, so a
-    trouble block is quoted whole); the payload region is split in full."""
+    trouble block is quoted whole); the payload region is split in full.
+
+    One pass of one alternation regex finds the keyword lines (the scan is the cost: the rest
+    touches only the lines kept)."""
     cands = [data.rfind(m) for m in tail_markers] + [data.find(b"KT ")]
     cands = [c for c in cands if c >= 0]
     cut = min(cands) if cands else max(0, len(data) - (1 << 20))
     cut = data.rfind(b"\n", 0, cut) + 1
-    starts: set[int] = set()
-    for kw in keywords:
-        pos = data.find(kw, 0, cut)
-        while pos >= 0:
-            s = data.rfind(b"\n", 0, pos) + 1
-            starts.add(s)
-            if kw in block_after:
-                e = s
-                for _ in range(block_lines):
-                    e = data.find(b"\n", e, cut) + 1
-                    if e <= 0 or e >= cut:
-                        break
-                    starts.add(e)
-            nl = data.find(b"\n", pos, cut)
-            if nl < 0:
-                break
-            pos = data.find(kw, nl, cut)
+    runs: list[tuple[int, int]] = []  # (first line start, end of the last line) of kept lines
+    search = _keyword_regex(keywords).search if keywords else None
+    find, rfind = data.find, data.rfind
+    m = search(data, 0, cut) if search else None
+    while m is not None:
+        pos = m.start()
+        s = rfind(b"\n", 0, pos) + 1
+        nl = find(b"\n", pos, cut)
+        end = nl if nl >= 0 else cut
+        if block_after and any(kw in data[s:end] for kw in block_after):
+            more = block_lines  # the next `block_lines` lines too
+            if runs and runs[-1][1] > end:  # the block before already reaches past this line
+                more -= data.count(b"\n", end, runs[-1][1])
+                end = runs[-1][1]
+            for _ in range(max(0, more)):
+                if end >= cut or end + 1 >= cut:
+                    break
+                nxt = find(b"\n", end + 1, cut)
+                end = nxt if nxt >= 0 else cut
+        runs.append((s, end))
+        if nl < 0:
+            break
+        m = search(data, nl, cut)
     out: list[Line] = []
-    for s in sorted(starts):
-        e = data.find(b"\n", s, cut)
-        raw = data[s:e if e >= 0 else cut].replace(b"\0", b"").rstrip(b"\r")
-        if raw.strip():
-            out.append(parse_line(raw[:MAX_LINE], None, len(raw) > MAX_LINE))
+    last = -1  # end of the lines already taken
+    for s, e in runs:  # in file order; a block may overlap the next hits
+        if e <= last:
+            continue
+        s = max(s, last + 1)
+        last = e
+        for raw in data[s:e].split(b"\n"):
+            if b"\0" in raw:
+                raw = raw.replace(b"\0", b"")
+            raw = raw.rstrip(b"\r")
+            if raw and not raw.isspace():
+                out.append(parse_line(raw[:MAX_LINE], None, len(raw) > MAX_LINE))
     return out + split_all(data[cut:])
+
+
+@lru_cache(maxsize=8)
+def _keyword_regex(keywords: tuple[bytes, ...]) -> re.Pattern:
+    return re.compile(b"|".join(re.escape(kw) for kw in sorted(set(keywords), key=len, reverse=True)))

@@ -83,3 +83,25 @@ def test_before_after_lists_differences():
              {"base": 0x100000, "length": 0x7EE0000, "type": 1}]
     assert before_after(snap, split, steps)["e820"]["same"]
     assert before_after(None, e820, steps) == {"available": False, "differences": []}
+
+
+def test_every_trouble_pattern_is_seen_through_the_hint_filter():
+    """trouble_kind skips lines without a TROUBLE_HINTS word: each kind must still be found."""
+    from kexectest.analysis import TROUBLE, trouble_kind
+    samples = {
+        "cut-here": "[   1.000000] ------------[ cut here ]------------",
+        "panic": "[   1.000000] Kernel panic - not syncing: Fatal exception",
+        "oops": "[   1.000000] Oops: 0002 [#1] SMP PTI",
+        "gpf": "[   1.000000] general protection fault, probably for non-canonical address",
+        "sleeping-in-atomic": "[   1.000000] BUG: sleeping function called from invalid context at x.c:1",
+        "soft-lockup": "[   1.000000] watchdog: BUG: soft lockup - CPU#0 stuck for 22s!",
+        "bug": "[   1.000000] kernel BUG at mm/slub.c:305!",
+        "warning": "[   1.000000] WARNING: CPU: 0 PID: 1 at kernel/irq/manage.c:2034 free_irq+0x2a1/0x380",
+        "hung-task": "[   1.000000] INFO: task kworker/0:1:12 blocked for more than 120 seconds.",
+        "rcu-stall": "[   1.000000] rcu: INFO: rcu_sched detected stalls on CPUs/tasks:",
+        "call-trace": "Call Trace:",
+    }
+    assert set(samples) == {kind for kind, _fatal, _rx in TROUBLE}
+    for kind, text in samples.items():
+        assert trouble_kind(text) == next((k, f) for k, f, _rx in TROUBLE if k == kind), text
+    assert trouble_kind("[   1.000000] usb 1-1: new high-speed USB device") is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tracemalloc
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from kexectest.trace import MAX_LINE, LineSplitter, checksum, format_line, parse_line, split_all
@@ -200,3 +200,53 @@ def test_record_parsing_matches_the_plain_rules(kt_first, kind, step, name, toks
         assert got is None and (ln.bad_checksum or not body.startswith("KT "))
     else:
         assert (got.kind, got.step, got.name, got.fields, got.data, got.iteration) == ref
+
+
+def _reference_prefiltered(data, keywords, tail_markers, block_after=(), block_lines=80):
+    """The prefilter's rules done the plain way: one scan per keyword, a set of line starts."""
+    cands = [data.rfind(m) for m in tail_markers] + [data.find(b"KT ")]
+    cands = [c for c in cands if c >= 0]
+    cut = min(cands) if cands else max(0, len(data) - (1 << 20))
+    cut = data.rfind(b"\n", 0, cut) + 1
+    starts = set()
+    for kw in keywords:
+        pos = data.find(kw, 0, cut)
+        while pos >= 0:
+            s = data.rfind(b"\n", 0, pos) + 1
+            starts.add(s)
+            if kw in block_after:
+                e = s
+                for _ in range(block_lines):
+                    e = data.find(b"\n", e, cut) + 1
+                    if e <= 0 or e >= cut:
+                        break
+                    starts.add(e)
+            nl = data.find(b"\n", pos, cut)
+            if nl < 0:
+                break
+            pos = data.find(kw, nl, cut)
+    out = []
+    for s in sorted(starts):
+        e = data.find(b"\n", s, cut)
+        raw = data[s:e if e >= 0 else cut].replace(b"\0", b"").rstrip(b"\r")
+        if raw.strip():
+            out.append(parse_line(raw[:MAX_LINE], None, len(raw) > MAX_LINE))
+    return out + split_all(data[cut:])
+
+
+_log_pieces = st.sampled_from([b"noise line\n", b"[ 1.0] BUG: x\n", b"WARNING: CPU: 0\n", b"panic BUG\n",
+                               b"Linux version 6\n", b" cont\r\n", b"\0\n", b"  \n", b"\n", b"a\0b",
+                               b"hand-off\n", b"KT mode real ~0C3D\r\n", b"x" * 50, b"BUG", b"\r"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_log_pieces, max_size=60), st.integers(0, 4))
+@example([b"[ 1.0] BUG: x\n", b"panic BUG\n"] + [b"noise line\n"] * 5 + [b"hand-off\n"], 2)
+@example([b"panic BUG\n", b"noise line\n", b"panic BUG\n"] + [b"noise line\n"] * 5, 3)
+def test_prefiltered_lines_match_the_plain_scan(pieces, block_lines):
+    from kexectest.trace import prefiltered_lines
+    data = b"".join(pieces)
+    args = ((b"BUG", b"WARNING", b"panic", b"Linux version"), (b"hand-off",), (b"BUG", b"panic"),
+            block_lines)
+    key = lambda ls: [(ln.text, ln.truncated, ln.bad_checksum, ln.record) for ln in ls]  # noqa: E731
+    assert key(prefiltered_lines(data, *args)) == key(_reference_prefiltered(data, *args))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -16,6 +17,9 @@ from ..report import render_summary_md, render_terminal, write_report_json
 from ..trace import lines_from_log
 
 
+_NOT_BLANK = re.compile(rb"[^\0\r\n\t ]")
+
+
 def analyze_log(path: Path, payload=None):
     """Analysis of one saved log (raw bytes, the collector's console.log, or an email paste)."""
     try:
@@ -24,7 +28,7 @@ def analyze_log(path: Path, payload=None):
         raise KexectestError(f"{path}: is a directory, not a log", Exit.BAD_INPUT)
     except OSError as exc:
         raise KexectestError(f"{path}: cannot read: {exc.strerror}", Exit.BAD_INPUT)
-    if not data.strip(b"\0\r\n\t "):
+    if not _NOT_BLANK.search(data):  # stops at the first byte that is not blank
         raise KexectestError(f"{path}: empty log", Exit.BAD_INPUT)
     lines, fmt = lines_from_log(data, REPLAY_FILTER)
     a = analyze_capture(lines, stop_reason="replay", payload=payload)
