@@ -75,12 +75,15 @@ def find_trouble(texts: list[str], start: int = 0, stop: int | None = None) -> l
     the last continuation line)."""
     stop = len(texts) if stop is None else stop
     out: list[dict] = []
+    search = _HINT_RX.search
     i = start
-    while i < stop:
-        hit = trouble_kind(texts[i])
+    for first in [k for k in range(start, stop) if search(texts[k])]:  # only these can begin one
+        if first < i:
+            continue  # quoted in the block before
+        hit = trouble_kind(texts[first])
         if not hit:
-            i += 1
             continue
+        i = first
         kind, fatal = hit
         j = i + 1
         while j < stop and j - i < MAX_BLOCK:

@@ -461,13 +461,14 @@ class Follower:
         cap = entry.capture
         if entry.pending:
             return entry.linger_end
-        times = [cap.silence_deadline(entry.timeout)]
+        due = cap.silence_deadline(entry.timeout)  # called for every console at every wake-up
         if entry.max_time is not None:
-            times.append(cap.t0 + entry.max_time)
+            end = cap.t0 + entry.max_time
+            due = end if due is None else min(due, end)
         if cap.prompt_re is not None and cap.last_byte is not None and not cap._idle_checked:
-            times.append(cap.last_byte + 0.5)
-        times = [t for t in times if t is not None]
-        return min(times) if times else None
+            idle = cap.last_byte + 0.5
+            due = idle if due is None else min(due, idle)
+        return due
 
     def _deadlines(self, entry: _Entry, now: float) -> None:
         cap = entry.capture
