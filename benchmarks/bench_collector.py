@@ -74,7 +74,7 @@ def _feeder(n: int, seconds: float, tick: float, conn) -> None:
     conn.recv()
 
 
-def bench_many(n: int, seconds: float, timeout: float) -> None:
+def bench_many(n: int, seconds: float, timeout: float, tick: float | None = None) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 8 * n + 256)), hard))
     parent, child = mp.Pipe()
@@ -82,7 +82,7 @@ def bench_many(n: int, seconds: float, timeout: float) -> None:
     proc.start()
     paths = parent.recv()
     tmp = Path(tempfile.mkdtemp(prefix="kt-bench-"))
-    follower = serialio.Follower()
+    follower = serialio.Follower(tick=tick)
     caps, ports = [], []
     for i, path in enumerate(paths):
         port = serialio.open_port(serialio.SerialSettings(path))
@@ -116,6 +116,8 @@ def bench_many(n: int, seconds: float, timeout: float) -> None:
     print(f"consoles: {n}, streaming {stream_wall:.1f} s at 115200 baud each, "
           f"received {total_bytes / 1e6:.1f} MB ({total_bytes / stream_wall / n:.0f} B/s per "
           f"console, wire rate {BYTES_PER_S})")
+    print(f"follower wake-up period: {follower._tick(n) * 1000:.0f} ms"
+          f"{' (automatic)' if tick is None else ''}")
     print(f"follower CPU while streaming: {cores:.3f} cores total, "
           f"{cores / n * 1000:.2f} millicores per console "
           f"(goal: {n} consoles under 0.5 core: {'met' if cores < 0.5 else 'NOT met'})")
@@ -151,9 +153,10 @@ def main() -> None:
     ap.add_argument("--consoles", type=int, default=256)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--timeout", type=float, default=1.0)
+    ap.add_argument("--tick", type=float, default=None, help="fixed follower tick (default: automatic)")
     args = ap.parse_args()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
-    bench_many(args.consoles, args.seconds, args.timeout)
+    bench_many(args.consoles, args.seconds, args.timeout, args.tick)
     bench_verdict(args.timeout)
 
 

@@ -30,6 +30,9 @@ READ_SIZE = 65536
 MAX_READS_PER_WAKE = 64
 LINGER_S = 0.3  # after the payload's last line, keep what trails it (mode halt, int 19h) ...
 LINGER_MAX_S = 2.0  # ... but never longer than this
+TICK_S = 0.01  # the follower's wake-up period for up to TICK_CONSOLES consoles ...
+TICK_CONSOLES = 32  # ... growing in proportion beyond that ...
+TICK_MAX_S = 0.05  # ... to at most this (576 bytes of a 115200-baud console per read)
 FLOOD_BYTES = 4096  # a console this busy is read again at once instead of after the tick
 PARITIES = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD}
 _LOG_RE = re.compile(r"\+(\d+\.\d+)(~?)\t")
@@ -407,10 +410,13 @@ class Follower:
 
     Why a tick: at 115200 baud a console delivers a line every few milliseconds; waking for each
     one costs more than the work.  After a wake-up the loop sleeps out the rest of `tick`, so each
-    wake-up reads many lines from many consoles; deadlines still wake it on time."""
+    wake-up reads many lines from many consoles; deadlines still wake it on time.  By default the
+    tick grows with the number of consoles followed (TICK_S up to TICK_MAX_S): a wake-up's fixed
+    costs (one pass over every console's deadlines, three system calls per console read) are
+    then spread over more bytes, while silence deadlines stay exact."""
 
-    def __init__(self, tick: float = 0.01, clock: Callable[[], float] = time.monotonic):
-        self.tick = tick
+    def __init__(self, tick: float | None = None, clock: Callable[[], float] = time.monotonic):
+        self.tick = tick  # None: automatic (_tick)
         self.clock = clock
         self.sel = selectors.DefaultSelector()
         self.entries: list[_Entry] = []
@@ -488,16 +494,22 @@ class Follower:
         if cap.check_idle(now) == "command-failed":
             self._finish(entry, "command-failed", now, "the shell prompt came back")
 
+    def _tick(self, consoles: int) -> float:
+        if self.tick is not None:
+            return self.tick
+        return min(TICK_MAX_S, TICK_S * max(1.0, consoles / TICK_CONSOLES))
+
     def step(self) -> bool:
         """One wake-up; False when every console has stopped."""
         active = [e for e in self.entries if not e.done]
         if not active:
             return False
+        tick = self._tick(len(active))
         start = self.clock()
         polled = [e for e in active if e.port.fd is None]
         deadlines = [d for d in map(self._next_deadline, active) if d is not None]
         wait = min(deadlines) - start if deadlines else 1.0
-        wait = max(0.0, min(wait, 1.0, self.tick if polled else 1.0))
+        wait = max(0.0, min(wait, 1.0, tick if polled else 1.0))
         events = self.sel.select(wait) if self.sel.get_map() else (time.sleep(wait) or [])
         now = self.clock()
         flood = False
@@ -514,7 +526,7 @@ class Follower:
                 res = entry.on_update(entry.capture, now)
                 if res and not entry.done:
                     self._finish(entry, res[0], now, res[1])
-        rest = self.tick - (self.clock() - start)
+        rest = tick - (self.clock() - start)
         if events and rest > 0 and not flood:
             time.sleep(rest)
         return any(not e.done for e in self.entries)

@@ -386,3 +386,18 @@ def test_capture_log_is_on_disk_after_every_read(tmp_path):
                                              "L" * trace.MAX_LINE, "L" * 10, "\ufffd\ufffdbad", "no end"]
     assert (tmp_path / serialio.LOG_NAME).read_text().splitlines()[3].startswith("+00000.250000~\t")
     assert cap.tail[1].record is not None and cap.lines == 7
+
+
+def test_follower_tick_grows_with_the_consoles_followed():
+    auto = serialio.Follower()
+    try:
+        assert auto._tick(1) == auto._tick(serialio.TICK_CONSOLES) == serialio.TICK_S
+        assert auto._tick(2 * serialio.TICK_CONSOLES) == 2 * serialio.TICK_S
+        assert auto._tick(256) == auto._tick(10_000) == serialio.TICK_MAX_S
+    finally:
+        auto.close()
+    fixed = serialio.Follower(tick=0.2)
+    try:
+        assert fixed._tick(1) == fixed._tick(500) == 0.2
+    finally:
+        fixed.close()
