@@ -190,6 +190,8 @@ class _Step:
     ax: int | None = None
     calls: list[_Call] = field(default_factory=list)
     skipped: str | None = None
+    t_first: float | None = None  # capture time of its first and last line: the step's
+    t_last: float | None = None   # duration, for the sweep report's time-per-step chart
 
     def call_for(self, it: str | None, want_open: bool) -> _Call | None:
         for c in reversed(self.calls):
@@ -534,6 +536,10 @@ def analyze(lines: list[Line], *, stop_reason: str = "replay", silence_s: float 
             st = steps.get(rec.step)
             if st is None:
                 st = steps[rec.step] = _Step(rec.step, rec.name)
+            if ln.t is not None:
+                if st.t_first is None:
+                    st.t_first = ln.t
+                st.t_last = ln.t
             if k == "begin":
                 st.int_no, st.ax = rec.hex("int"), rec.hex("ax")
                 st.calls.append(_Call(rec.iteration, begin=rec, line=i))
@@ -601,6 +607,8 @@ def analyze(lines: list[Line], *, stop_reason: str = "replay", silence_s: float 
         elif st is not None and st.calls:
             status, result, calls, reason, e820 = _decode_step(st, info)
             entry.update(status=status, result=result, calls=calls, reason=reason)
+            if st.t_first is not None and idx != hang_idx:
+                entry["duration_s"] = round(st.t_last - st.t_first, 6)
             if e820:
                 a.e820 = [{"base": e["base"], "length": e["length"], "type": e["type"],
                            "type_name": e["type_name"]} for e in e820]

@@ -105,3 +105,20 @@ def test_every_trouble_pattern_is_seen_through_the_hint_filter():
     for kind, text in samples.items():
         assert trouble_kind(text) == next((k, f) for k, f, _rx in TROUBLE if k == kind), text
     assert trouble_kind("[   1.000000] usb 1-1: new high-speed USB device") is None
+
+
+def test_step_durations_come_from_the_capture_timestamps():
+    """The sweep report's time-per-step chart reads duration_s from report.json."""
+    from dataclasses import replace
+
+    def at(t, body):
+        return replace(split_all(f"{format_line(body)}\r\n".encode())[0], t=t)
+
+    lines = [at(0.0, "KT banner version=0.1.0 build=AB entry=32 uart=03F8 div=0001 steps=002"),
+             at(0.1, "KT begin 000 base-mem int=12 ax=0000"),
+             at(0.4, "KT end 000 base-mem cf=0 eax=0000027F ebx=00000000 ecx=00000000 edx=00000000 "
+                     "esi=00000000 edi=00000000 ds=2000 es=2000 fl=0246"),
+             at(0.5, "KT begin 001 wait int=15 ax=8600")]
+    steps = analyze(lines, stop_reason="timeout", silence_s=30).to_dict()["steps"]
+    assert steps[0]["duration_s"] == 0.3
+    assert "duration_s" not in steps[1]  # hung: its time is the silence, not a duration
