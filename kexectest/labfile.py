@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import Exit, KexectestError
+from .lab.shape import Shape
 
 # key -> accepted types, per table.  One table of facts, not code paths.
 _SERIAL = {"url": str, "baud": int, "parity": str, "rtscts": bool, "xonxoff": bool}
@@ -39,7 +40,6 @@ _SECRET_KEYS = {"password", "passwd", "secret", "token"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 TRIGGER_KINDS = ("console", "ssh", "manual")
 LOADERS = ("syscall", "kexec-tools", "direct")
-QEMU_MACHINES = ("pc", "q35")
 
 
 @dataclass
@@ -74,15 +74,6 @@ class Power:
 
 
 @dataclass
-class QemuShape:
-    machine: str = "pc"
-    memory: int = 256
-    smp: int = 1
-    disks: int = 0
-    accel: str = "tcg"
-
-
-@dataclass
 class LabgridPlace:
     coordinator: str
     place: str | None = None
@@ -102,7 +93,7 @@ class Machine:
     power: Power = field(default_factory=Power)
     timeout: float = 60.0
     retries: int = 0
-    qemu: QemuShape | None = None
+    qemu: Shape | None = None
     labgrid: LabgridPlace | None = None
     where: str = ""  # "file:line" of its [[machine]] header, for messages
 
@@ -275,7 +266,7 @@ def _build(raw: dict, where: str) -> Machine:
         power=Power(**{k: (float(v) if k == "timeout" else v) for k, v in raw.get("power", {}).items()}),
         timeout=float(raw.get("timeout", 60.0)),
         retries=int(raw.get("retries", 0)),
-        qemu=QemuShape(**raw["qemu"]) if "qemu" in raw else None,
+        qemu=Shape(**raw["qemu"]) if "qemu" in raw else None,
         labgrid=LabgridPlace(**raw["labgrid"]) if "labgrid" in raw else None,
         where=where,
     )
@@ -297,16 +288,8 @@ def _validate(m: Machine, loc: _Locator, idx: int) -> None:
     if m.qemu is not None and m.labgrid is not None:
         raise bad("labgrid", "a machine is either virtual (qemu) or a labgrid place, not both")
     if m.qemu is not None:
-        if m.qemu.machine not in QEMU_MACHINES:
-            raise bad("machine", f"qemu.machine must be pc or q35, not {m.qemu.machine!r}")
-        if not 32 <= m.qemu.memory <= 65536:
-            raise bad("memory", f"qemu.memory must be 32..65536 MiB, not {m.qemu.memory}")
-        if not 1 <= m.qemu.smp <= 64:
-            raise bad("smp", f"qemu.smp must be 1..64, not {m.qemu.smp}")
-        if not 0 <= m.qemu.disks <= 4:
-            raise bad("disks", f"qemu.disks must be 0..4, not {m.qemu.disks}")
-        if m.qemu.accel not in ("auto", "tcg", "kvm"):
-            raise bad("accel", f"qemu.accel must be auto, tcg or kvm, not {m.qemu.accel!r}")
+        for key, message in m.qemu.problems():
+            raise bad(key, f"qemu.{message}")
     elif m.labgrid is not None:
         if not m.labgrid.place and not m.labgrid.tags:
             raise bad("labgrid", "labgrid needs a place or tags")

@@ -18,51 +18,13 @@ from .. import payload as pl
 from ..errors import Exit, KexectestError
 from . import image as lab_image
 from .qemu import Qemu
+from .shape import Shape
 
 LOADERS = ("syscall", "kexec-tools", "direct")
 BOOT_BUDGET_S = 180.0  # QEMU start -> login -> `kexectest load` under TCG, with a wide margin
 GUEST_HIDDEN = ("proc", "sys", "dev", "run")  # the guest mounts its own over the host's
 CONFIG_KEYS = ("uart_base", "baud", "skip", "hang_at", "reset_at", "int19", "vga_mirror",
                "e9_mirror", "debug_exit", "debug_exit_port", "mask_nmi", "keep_uart", "max_drives")
-
-
-@dataclasses.dataclass
-class Shape:
-    """The virtual machine: what `-machine`, `-m`, `-smp`, the disks and the accelerator are."""
-
-    machine: str = "pc"
-    memory: int = 256
-    smp: int = 1
-    disks: int = 1
-    accel: str = "auto"
-
-    @classmethod
-    def of(cls, machine: Any = None, **overrides) -> "Shape":
-        """From a machine name, a dict, or any object with those attributes (labfile.QemuShape)."""
-        if machine is None or isinstance(machine, str):
-            base = {"machine": machine or "pc"}
-        elif isinstance(machine, dict):
-            base = dict(machine)
-        else:
-            base = {f.name: getattr(machine, f.name) for f in dataclasses.fields(cls)
-                    if hasattr(machine, f.name)}
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        if "memory_mib" in base:
-            base["memory"] = base.pop("memory_mib")
-        unknown = set(base) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise KexectestError(f"lab: unknown machine key(s) {', '.join(sorted(unknown))}",
-                                 Exit.CONFIG)
-        shape = cls(**{k: v for k, v in base.items() if v is not None})
-        if shape.machine not in ("pc", "q35"):
-            raise KexectestError(f"lab: machine must be pc or q35, not {shape.machine!r}",
-                                 Exit.CONFIG)
-        if not 0 <= shape.disks <= lab_image.MAX_DISKS:
-            raise KexectestError(f"lab: {shape.disks} disks asked, the lab has "
-                                 f"{lab_image.MAX_DISKS}", Exit.CONFIG)
-        if shape.memory < 64 or shape.smp < 1:
-            raise KexectestError("lab: need at least 64 MiB and one CPU", Exit.CONFIG)
-        return shape
 
 
 def guest_command(payload: Path, loader: str, config: dict, args: list[str] = ()) -> str:
