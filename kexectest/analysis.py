@@ -32,6 +32,9 @@ TROUBLE = [
 TROUBLE_HINTS = (b"cut here", b"panic", b"Oops", b"protection fault", b"BUG", b"WARNING", b"INFO:",
                  b"Call Trace")
 _BLOCK_END = re.compile(r"---\[ end |^end Kernel panic|Rebooting in")
+# lines the kernel prints above a bare "Call Trace:": who and where (quoted with the trace)
+_TRACE_HEAD = re.compile(r"^(NMI backtrace for cpu|CPU: \d+ PID:|Hardware name:|Workqueue:|RIP:|Code:|"
+                         r"RSP:|RAX:|RDX:|RBP:|R\d+:|FS:|CS:|CR2:|DR\d:|Modules linked in:)")
 _CONT = re.compile(r"^(\s|Call Trace|Modules linked in|CPU:|Hardware name|RIP:|RSP:|RAX:|RDX:|RBP:|R\d+:|"
                    r"FS:|CS:|CR2:|Code:|EIP:|EAX:|ESI:|DS:|Stack:|Workqueue:|<TASK>|</TASK>|<IRQ>|</IRQ>|"
                    r"\? |[\w.]+\+0x[0-9a-f]+/0x[0-9a-f]+|Kernel panic|---\[|\[ end|in_atomic|irqs disabled|"
@@ -83,9 +86,13 @@ def find_trouble(texts: list[str], start: int = 0, stop: int | None = None) -> l
         hit = trouble_kind(texts[first])
         if not hit:
             continue
-        i = first
         kind, fatal = hit
-        j = i + 1
+        head = first
+        if kind == "call-trace":  # take in the header lines that name the CPU, task and machine
+            while head > max(i, start) and _TRACE_HEAD.match(strip_ts(texts[head - 1])):
+                head -= 1
+        i = head
+        j = first + 1
         while j < stop and j - i < MAX_BLOCK:
             body = strip_ts(texts[j])
             if _BLOCK_END.search(body):

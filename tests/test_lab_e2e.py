@@ -194,3 +194,28 @@ def test_reset_through_syscall_on_pc(tmp_path, built_payload, lab_image):
     assert report["reset"]["step"] == "a20-kbc"
     assert "Linux version" in report["reset"]["banner"]
     assert _banner_entry(console) == 64
+
+
+# ------------------------------------------------------------------ 6. trouble, then a good run
+
+
+def test_kernel_call_trace_before_handoff_is_quoted_even_when_the_payload_completes(tmp_path, lab_image):
+    """A real call trace from the lab's kernel (sysrq 'l': backtrace of all CPUs) just before the
+    load: the payload still completes, and the trace is quoted as kernel trouble."""
+    pl.ensure_built()
+    with _lab_qemu(lab_image, tmp_path / "qemu") as q:
+        result = _lab_session(lab_image, q, tmp_path,
+                              "echo 1 > /proc/sys/kernel/sysrq; echo l > /proc/sysrq-trigger; "
+                              "sleep 1; kexectest load --exec --yes", timeout=20.0)
+    report = json.loads((result.bundle_dir / "report.json").read_text())
+    assert result.verdict == "completed", report["summary"]
+    traces = [t for t in report["kernel_trouble"] if not t["fatal"]]
+    assert traces, "the call trace before the hand-off was not reported"
+    block = "\n".join(traces[0]["block"])
+    # the whole block: the header naming CPU, task and machine, then the trace itself
+    assert traces[0]["title"].startswith("NMI backtrace for cpu")
+    assert "CPU: 0 PID:" in block and "Hardware name:" in block and "Call Trace:" in block
+    assert len(traces[0]["block"]) >= 8
+    summary = (result.bundle_dir / "summary.md").read_text()
+    assert "Kernel trouble before the hand-off" in summary and "Call Trace:" in summary
+    _save_corpus(result.bundle_dir, "real-calltrace-then-completed")
