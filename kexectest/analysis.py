@@ -433,18 +433,52 @@ def before_after(snap: dict | None, e820: list[dict], steps: list[dict]) -> dict
         if sorted(edd_b) != sorted(drives_after) and edd_b:
             diffs.append(f"BIOS drives: {', '.join(sorted(edd_b)) or 'none'} before, "
                          f"{', '.join(sorted(drives_after)) or 'none'} after")
+        reads = by_id.get("read-chs", {}).get("result", {}).get("drives", {})
+        legacy = by_id.get("disk-geometry", {}).get("result", {}).get("drives", {})
+        compared = out["drives"]["compared"] = {}
         for dr, info in sorted(edd_b.items()):
-            p = params.get(dr, {})
-            if not isinstance(info, dict) or not p:
+            if not isinstance(info, dict):
                 continue
-            for k in ("sectors", "host_bus", "interface"):
-                if k in info and k in p:
-                    bv, av = info[k], p[k]
-                    if isinstance(bv, str) and isinstance(av, str):
-                        bv, av = (bv.split() or [""])[0], (av.split() or [""])[0]
-                    if bv != av:
-                        diffs.append(f"drive {dr}h {k}: {bv} before, {av} after")
+            p, rd, g = params.get(dr, {}), reads.get(dr, {}), legacy.get(dr, {})
+            pairs = {  # what the kernel's EDD saw at boot -> what the BIOS answers after kexec
+                "sectors": (_num(info.get("sectors")), p.get("sectors")),
+                "mbr_signature": (_num(info.get("mbr_signature")), _num(rd.get("mbr_signature"), 16)),
+                "heads": (_num(info.get("default_heads")), p.get("heads")),
+                "sectors_per_track": (_num(info.get("default_sectors_per_track")), p.get("sectors_per_track")),
+                "legacy_cylinders": (_plus1(info.get("legacy_max_cylinder")), g.get("cylinders")),
+                "legacy_heads": (_plus1(info.get("legacy_max_head")), g.get("heads")),
+                "legacy_sectors_per_track": (_num(info.get("legacy_sectors_per_track")),
+                                             g.get("sectors_per_track")),
+                "host_bus": (_word(info.get("host_bus")), _word(p.get("host_bus"))),
+                "interface": (_word(info.get("interface")), _word(p.get("interface"))),
+            }
+            seen = {k: v for k, v in pairs.items() if v[0] is not None and v[1] is not None}
+            compared[dr] = sorted(seen)
+            for k, (bv, av) in seen.items():
+                if bv != av:
+                    shown = (f"{bv:08X}h", f"{av:08X}h") if k == "mbr_signature" else (bv, av)
+                    diffs.append(f"drive {dr}h {k}: {shown[0]} before, {shown[1]} after")
     return out
+
+
+def _num(v, base: int = 0) -> int | None:
+    """An int from a snapshot or decoder value ("32768", "0x4b545330", 32768); None if absent."""
+    if isinstance(v, int):
+        return v
+    try:
+        return int(str(v).strip(), base)
+    except (TypeError, ValueError):
+        return None
+
+
+def _plus1(v) -> int | None:
+    """A maximum index (EDD's legacy_max_*) as a count."""
+    n = _num(v)
+    return None if n is None else n + 1
+
+
+def _word(v) -> str | None:
+    return (str(v).split() or [""])[0] if v else None
 
 
 def _norm(s: str) -> str:

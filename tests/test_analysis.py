@@ -122,3 +122,29 @@ def test_step_durations_come_from_the_capture_timestamps():
     steps = analyze(lines, stop_reason="timeout", silence_s=30).to_dict()["steps"]
     assert steps[0]["duration_s"] == 0.3
     assert "duration_s" not in steps[1]  # hung: its time is the silence, not a duration
+
+
+def test_edd_before_and_after_kexec_compared_field_by_field():
+    """A real two-disk lab capture: the kernel's EDD view (KTSNAP edd) against the payload's
+    int 13h answers; a changed MBR signature and sector count after kexec are both reported."""
+    from pathlib import Path
+
+    from kexectest.trace import checksum
+
+    log = (Path(__file__).parent / "corpus" / "real-edd-two-disks.log").read_text()
+    same = analyze(split_all(log.encode()), stop_reason="replay").to_dict()["before_after"]
+    assert same["differences"] == []
+    assert {"mbr_signature", "sectors", "legacy_cylinders", "host_bus"} <= set(same["drives"]["compared"]["81"])
+
+    def tamper(line: str) -> str:
+        if "KTSNAP edd dev=81" not in line:
+            return line
+        body = line.split("\t", 1)[-1].rsplit(" ~", 1)[0]
+        body = body.replace("mbr_signature=0x4b545331", "mbr_signature=0x12345678")
+        body = body.replace("sectors=32768", "sectors=65536", 1)
+        return line.split("\t", 1)[0] + "\t" + f"{body} ~{checksum(body.encode()):04X}"
+
+    changed = "\n".join(tamper(ln) for ln in log.splitlines())
+    diffs = analyze(split_all(changed.encode()), stop_reason="replay").to_dict()["before_after"]["differences"]
+    assert "drive 81h mbr_signature: 12345678h before, 4B545331h after" in diffs
+    assert "drive 81h sectors: 65536 before, 32768 after" in diffs

@@ -33,7 +33,7 @@ from elftools.elf.elffile import ELFFile
 
 from ..errors import Exit, KexectestError
 
-RECIPE_VERSION = 6  # bump whenever the guest layout below changes: it invalidates every cache
+RECIPE_VERSION = 7  # bump whenever the guest layout below changes: it invalidates every cache
 # Not "kexectest": the collector scrubs the password from everything it writes, and the product's
 # own name in every command line and prompt must survive that.
 PASSWORD = "ktlab-root"
@@ -46,9 +46,10 @@ DISK_SECTORS = 16 * 1024 * 1024 // SECTOR
 DISK_SIGNATURES = (0x4B545330, 0x4B545331)  # 'KTS0', 'KTS1' as little-endian dwords at 0x1B8
 MAX_DISKS = len(DISK_SIGNATURES)
 META_PACKAGE = "linux-image-amd64"
-# 9p over virtio; the load order is worked out from each module's `depends=`
+# 9p over virtio, and EDD; the load order is worked out from each module's `depends=`
 MODULES = ("virtio_ring", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio", "virtio_pci",
-           "9pnet", "9pnet_virtio", "netfs", "fscache", "9p")
+           "9pnet", "9pnet_virtio", "netfs", "fscache", "9p",
+           "edd")  # /sys/firmware/edd: the BIOS drives as the kernel saw them at boot (before)
 MIN_FREE_BYTES = 200 * 1024 * 1024
 REPO = Path(__file__).resolve().parents[2]
 BOOTSECTOR_SRC = REPO / "payloads" / "bootsector.S"
