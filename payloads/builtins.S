@@ -7,12 +7,7 @@
 h_state:					# KT state <group> key=value ...
 	call line_begin
 	PUTS "state regs"
-	FIELD eax, s_eax-K0, 8
-	FIELD ebx, s_ebx-K0, 8
-	FIELD ecx, s_ecx-K0, 8
-	FIELD edx, s_edx-K0, 8
-	FIELD esi, s_esi-K0, 8
-	FIELD edi, s_edi-K0, 8
+	REGFIELDS s_
 	FIELD esp, s_esp-K0, 8
 	FIELD ebp, s_ebp-K0, 8
 	FIELD eflags, s_eflags-K0, 8

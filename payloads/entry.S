@@ -44,15 +44,9 @@ kt_entry64:
 	lretq
 
 	.code32
-compat32:
-	movl $0x10, %eax
-	movw %ax, %ds
-	movw %ax, %es
-	movw %ax, %ss
-	movw %ax, %fs
-	movw %ax, %gs
-	movl %cr0, %eax				# paging off: leaves long mode
-	andl $0x7FFFFFFF, %eax
+compat32:					# (common32 loads the data segments:
+	movl %cr0, %eax				# no memory access before it)
+	andl $0x7FFFFFFF, %eax			# paging off: leaves long mode
 	movl %eax, %cr0
 	movl $0xC0000080, %ecx			# EFER.LME off
 	rdmsr

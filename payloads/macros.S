@@ -34,6 +34,17 @@
 	call putfield
 .endm
 
+# REGFIELDS prefix: " eax=... ebx=... ecx=... edx=... esi=... edi=..." from the six
+# dwords named prefix+register (s_ for the entry state, res_ for a step's results).
+.macro REGFIELDS p
+	FIELD eax, \p\()eax-K0, 8
+	FIELD ebx, \p\()ebx-K0, 8
+	FIELD ecx, \p\()ecx-K0, 8
+	FIELD edx, \p\()edx-K0, 8
+	FIELD esi, \p\()esi-K0, 8
+	FIELD edi, \p\()edi-K0, 8
+.endm
+
 # FIELDW key, src: a 16-bit memory word as 4 hex digits.
 .macro FIELDW key, src
 	.subsection 1

@@ -162,12 +162,7 @@ do_step:
 	andw $1, %ax
 	movw $1, %cx
 	call puthex
-	FIELD eax, res_eax-K0, 8
-	FIELD ebx, res_ebx-K0, 8
-	FIELD ecx, res_ecx-K0, 8
-	FIELD edx, res_edx-K0, 8
-	FIELD esi, res_esi-K0, 8
-	FIELD edi, res_edi-K0, 8
+	REGFIELDS res_
 	FIELDW ds, res_ds-K0
 	FIELDW es, res_es-K0
 	FIELDW fl, res_fl-K0
