@@ -22,14 +22,19 @@
 	popl %esi
 .endm
 
-# FIELD key, src, digits: print " key=HEX" with the value from src
-# (a memory operand or register usable by movl).
-.macro FIELD key, src, digits
+# KEY key: SI -> the constant string " key=" (the start of every printed field).
+.macro KEY key
 	.subsection 1
-.Lfield\@:	.asciz " \key="
+.Lkey\@:	.asciz " \key="
 	.subsection 0
-	movl \src, %eax
-	movw $(.Lfield\@ - K0), %si
+	movw $(.Lkey\@ - K0), %si
+.endm
+
+# FIELD key, src, digits[, load]: print " key=HEX" with the value from src
+# (a memory operand or register; `load` movzwl for a 16-bit word).
+.macro FIELD key, src, digits, load=movl
+	\load \src, %eax
+	KEY \key
 	movw $\digits, %cx
 	call putfield
 .endm
@@ -47,22 +52,13 @@
 
 # FIELDW key, src: a 16-bit memory word as 4 hex digits.
 .macro FIELDW key, src
-	.subsection 1
-.Lfieldw\@:	.asciz " \key="
-	.subsection 0
-	movzwl \src, %eax
-	movw $(.Lfieldw\@ - K0), %si
-	movw $4, %cx
-	call putfield
+	FIELD \key, \src, 4, movzwl
 .endm
 
 # FARPTR key, src: a far pointer dword in memory printed as SSSS:OOOO.
 .macro FARPTR key, src
-	.subsection 1
-.Lfar\@:	.asciz " \key="
-	.subsection 0
 	movl \src, %eax
-	movw $(.Lfar\@ - K0), %si
+	KEY \key
 	call putfar
 .endm
 
