@@ -22,8 +22,9 @@ import threading
 import time
 from pathlib import Path
 
-from kexectest import serialio, trace
-from kexectest.session import RunOptions, run_session
+from kexectest import trace
+from kexectest.capture import capture, follower, transport
+from kexectest.capture.session import RunOptions, run_session
 
 BYTES_PER_S = 11520  # 115200 baud 8N1
 
@@ -82,12 +83,12 @@ def bench_many(n: int, seconds: float, timeout: float, tick: float | None = None
     proc.start()
     paths = parent.recv()
     tmp = Path(tempfile.mkdtemp(prefix="kt-bench-"))
-    follower = serialio.Follower(tick=tick)
+    fol = follower.Follower(tick=tick)
     caps, ports = [], []
     for i, path in enumerate(paths):
-        port = serialio.open_port(serialio.SerialSettings(path))
-        cap = serialio.Capture(tmp / f"c{i:03d}")
-        follower.add(port, cap, timeout=timeout)
+        port = transport.open_port(transport.SerialSettings(path))
+        cap = capture.Capture(tmp / f"c{i:03d}")
+        fol.add(port, cap, timeout=timeout)
         caps.append(cap)
         ports.append(port)
     for cap in caps:  # hand-off now: setting up 256 consoles takes a while
@@ -95,11 +96,11 @@ def bench_many(n: int, seconds: float, timeout: float, tick: float | None = None
     parent.send("go")
     cpu0, wall0 = time.process_time(), time.monotonic()
     stream_cpu = stream_wall = None
-    while follower.step():
+    while fol.step():
         if stream_cpu is None and parent.poll():
             parent.recv()
             stream_cpu, stream_wall = time.process_time() - cpu0, time.monotonic() - wall0
-    follower.close()
+    fol.close()
     parent.send("bye")
     proc.join(10)
     for cap, port in zip(caps, ports):

@@ -43,7 +43,7 @@ def classic_run(out: Path) -> dict:
     """The classic test in the same lab: the guest's kexec-tools loads it from the host share."""
     from kexectest.lab import image as lab_image
     from kexectest.lab.qemu import Qemu
-    from kexectest.session import RunOptions, run_session
+    from kexectest.capture.session import RunOptions, run_session
 
     img = lab_image.build_image()
     cmd = (f"kexec -l /host{CLASSIC} --type=elf-x86 && kexec -e")

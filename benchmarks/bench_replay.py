@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from kexectest.analysis import REPLAY_FILTER  # noqa: E402
-from kexectest.commands.report import analyze_log  # noqa: E402
+from kexectest.analysis.kernel import REPLAY_FILTER  # noqa: E402
+from kexectest.analysis.replay import analyze_log  # noqa: E402
 from kexectest.trace import format_line, lines_from_log  # noqa: E402
 
 NOISE = [

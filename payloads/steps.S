@@ -2,7 +2,7 @@
 # the order a kernel's real-mode setup and the classic kexec_test make them.
 # The row index is the step number printed in the trace; the name is the
 # stable step id the host uses (decoders, --hang-at, reports).  Adding a BIOS
-# call is one line here and one decoder in kexectest/decoders.py.
+# call is one line here and one decoder in kexectest/analysis/decoders/.
 #
 #	name		int	registers / flags / buffer / dump length ...
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from kexectest.analysis import LiveState, analyze, before_after, state_findings
+from kexectest.analysis.before_after import before_after
+from kexectest.analysis.core import analyze
+from kexectest.analysis.findings import state_findings
+from kexectest.analysis.livestate import LiveState
 from kexectest.trace import format_line, split_all
 
 
@@ -87,7 +90,7 @@ def test_before_after_lists_differences():
 
 def test_every_trouble_pattern_is_seen_through_the_hint_filter():
     """trouble_kind skips lines without a TROUBLE_HINTS word: each kind must still be found."""
-    from kexectest.analysis import TROUBLE, trouble_kind
+    from kexectest.analysis.kernel import TROUBLE, trouble_kind
     samples = {
         "cut-here": "[   1.000000] ------------[ cut here ]------------",
         "panic": "[   1.000000] Kernel panic - not syncing: Fatal exception",

@@ -6,7 +6,7 @@ import json
 import socket
 import tarfile
 
-from kexectest import bundle
+from kexectest.output import bundle
 
 
 def _run_dir(tmp_path, raw: bytes):

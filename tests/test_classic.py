@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kexectest.classic import analyze_classic, looks_classic
+from kexectest.analysis.classic import analyze_classic, looks_classic
 from kexectest.trace import split_all
 
 HEAD = ["kexec_test 1.8 starting...", "eax: 0E1FB007 ebx: 0000115C ecx: 00000000 edx: 00000000",

@@ -9,7 +9,7 @@ import sys
 import pytest
 from rich.console import Console
 
-from kexectest.compare import compare, render_html, render_text
+from kexectest.fleet.compare import compare, render_html, render_text
 from test_sweep_report import E820, HANG_SIG, make_sweep, report
 
 E820_NEW = [E820[0], {"base": 0x100000, "length": 0xFEDF000, "type": 1},

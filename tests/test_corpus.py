@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kexectest.commands.report import analyze_log
+from kexectest.analysis.replay import analyze_log
 from kexectest.errors import VERDICT_EXIT, Exit, KexectestError
 
 CORPUS = Path(__file__).parent / "corpus"

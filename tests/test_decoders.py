@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import struct
 
-from kexectest.decoders import STEPS, Regs, decode_call, decode_edid, e820_entry, edid_manufacturer
+from kexectest.analysis.catalog import STEPS
+from kexectest.analysis.decoders import Regs, decode_call, decode_edid, e820_entry, edid_manufacturer
 from kexectest.trace import Record
 
 

@@ -24,7 +24,7 @@ from kexectest.errors import Exit
 from kexectest.lab import image as li
 from kexectest.lab import qemu as lq
 from kexectest.lab.runner import run_virtual
-from kexectest.session import RunOptions, run_session
+from kexectest.capture.session import RunOptions, run_session
 
 pytestmark = pytest.mark.qemu
 

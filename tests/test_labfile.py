@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kexectest.errors import Exit, KexectestError
-from kexectest.labfile import load_lab
+from kexectest.fleet.labfile import load_lab
 
 ROOT = Path(__file__).resolve().parents[1]
 

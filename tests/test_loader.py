@@ -15,10 +15,10 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from kexectest import loader
+from kexectest.target import loader
 from kexectest import payload as pl
 from kexectest.errors import Exit, KexectestError
-from kexectest.loader import HostFacts, KexecSegment
+from kexectest.target.loader import HostFacts, KexecSegment
 
 SRC = pl.payload_dir() / pl.SOURCE_NAME
 PY = sys.executable

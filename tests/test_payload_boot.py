@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kexectest import payload as pl
-from kexectest.analysis import analyze
+from kexectest.analysis.core import analyze
 from kexectest.lab.image import known_sector, write_disk
 from kexectest.trace import split_all
 

@@ -154,7 +154,8 @@ def test_config_options_reach_the_patch(elf, tmp_path):
     import click
     from click.testing import CliRunner
 
-    from kexectest.commands.payload import config_argv, config_kwargs, config_options
+    from kexectest.commands.payload import config_options
+    from kexectest.payload.options import config_argv, config_kwargs
 
     seen = {}
 

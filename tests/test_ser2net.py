@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kexectest.session import RunOptions, run_session
+from kexectest.capture.session import RunOptions, run_session
 from test_serialio import PtyConsole, encode, paced_write, trace_lines
 
 pytestmark = pytest.mark.skipif(shutil.which("ser2net") is None,

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from kexectest import serialio, trace
+from kexectest import trace
+from kexectest.capture import capture, follower, transport
 from kexectest.errors import Exit, KexectestError
 
 BAUD_BYTES_S = 11520  # 115200 baud, 8N1
@@ -152,11 +153,11 @@ class TcpConsole:
 
 
 def capture_one(url: str, tmp_path: Path, *, timeout=1.0, max_time=30.0, secret=None):
-    port = serialio.open_port(serialio.SerialSettings(url))
-    cap = serialio.Capture(tmp_path / "run", secret=secret)
+    port = transport.open_port(transport.SerialSettings(url))
+    cap = capture.Capture(tmp_path / "run", secret=secret)
     cap.arm()
     try:
-        reason = serialio.follow(port, cap, timeout=timeout, max_time=max_time)
+        reason = follower.follow(port, cap, timeout=timeout, max_time=max_time)
     finally:
         cap.close()
         port.close()
@@ -167,14 +168,14 @@ def capture_one(url: str, tmp_path: Path, *, timeout=1.0, max_time=30.0, secret=
 
 def test_missing_device_is_one_serial_error():
     with pytest.raises(KexectestError) as err:
-        serialio.open_port(serialio.SerialSettings("/dev/ttyDOESNOTEXIST9"))
+        transport.open_port(transport.SerialSettings("/dev/ttyDOESNOTEXIST9"))
     assert err.value.code == Exit.SERIAL
     assert "does not exist" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_unknown_scheme():
     with pytest.raises(KexectestError) as err:
-        serialio.open_port(serialio.SerialSettings("gopher://127.0.0.1:70"))
+        transport.open_port(transport.SerialSettings("gopher://127.0.0.1:70"))
     assert err.value.code == Exit.SERIAL
     assert "unknown serial URL scheme 'gopher'" in str(err.value)
 
@@ -185,15 +186,15 @@ def test_connection_refused():
     port = s.getsockname()[1]
     s.close()
     with pytest.raises(KexectestError) as err:
-        serialio.open_port(serialio.SerialSettings(f"socket://127.0.0.1:{port}"))
+        transport.open_port(transport.SerialSettings(f"socket://127.0.0.1:{port}"))
     assert err.value.code == Exit.SERIAL and "refused" in str(err.value)
 
 
 def test_busy_device(pty_console):
-    first = serialio.open_port(serialio.SerialSettings(pty_console.path))
+    first = transport.open_port(transport.SerialSettings(pty_console.path))
     try:
         with pytest.raises(KexectestError) as err:
-            serialio.open_port(serialio.SerialSettings(pty_console.path))
+            transport.open_port(transport.SerialSettings(pty_console.path))
         assert err.value.code == Exit.SERIAL and "busy" in str(err.value)
     finally:
         first.close()
@@ -201,7 +202,7 @@ def test_busy_device(pty_console):
 
 def test_bad_parity():
     with pytest.raises(KexectestError) as err:
-        serialio.open_port(serialio.SerialSettings("loop://", parity="X"))
+        transport.open_port(transport.SerialSettings("loop://", parity="X"))
     assert err.value.code == Exit.USAGE
 
 
@@ -214,7 +215,7 @@ def test_pty_completed_keeps_every_byte(pty_console, tmp_path):
     assert reason == "final"
     raw = (tmp_path / "run" / "console.raw").read_bytes()
     assert raw == data
-    logged = list(serialio.read_log(tmp_path / "run" / "console.log"))
+    logged = list(capture.read_log(tmp_path / "run" / "console.log"))
     assert [ln.text for ln in logged] == trace_lines()
     assert all(ln.record is not None for ln in logged[1:])
     ts = [ln.t for ln in logged]
@@ -276,17 +277,17 @@ def test_garbage_and_nuls(pty_console, tmp_path):
     assert (tmp_path / "run" / "console.raw").read_bytes() == rnd
     log = (tmp_path / "run" / "console.log").read_text(encoding="utf-8")
     assert "\0" not in log
-    assert all(serialio._LOG_RE.match(x) for x in log.split("\n")[:-1])
+    assert all(capture._LOG_RE.match(x) for x in log.split("\n")[:-1])
 
 
 def test_loop_url_is_polled(tmp_path):
     """loop:// has no file descriptor: the follower polls it through pyserial."""
-    port = serialio.open_port(serialio.SerialSettings("loop://"))
+    port = transport.open_port(transport.SerialSettings("loop://"))
     assert port.fd is None
-    cap = serialio.Capture(tmp_path / "run")
+    cap = capture.Capture(tmp_path / "run")
     cap.arm()
     port.serial.write(encode(trace_lines()))
-    reason = serialio.follow(port, cap, timeout=2)
+    reason = follower.follow(port, cap, timeout=2)
     cap.close()
     assert reason == "final"
 
@@ -294,21 +295,21 @@ def test_loop_url_is_polled(tmp_path):
 def test_multi_console_follower(tmp_path):
     """One selector loop, three consoles, three different endings."""
     cons = [PtyConsole() for _ in range(3)]
-    follower = serialio.Follower()
+    fol = follower.Follower()
     caps = []
     try:
         for i, con in enumerate(cons):
-            port = serialio.open_port(serialio.SerialSettings(con.path))
-            cap = serialio.Capture(tmp_path / f"c{i}")
+            port = transport.open_port(transport.SerialSettings(con.path))
+            cap = capture.Capture(tmp_path / f"c{i}")
             cap.arm()
-            follower.add(port, cap, timeout=0.7)
+            fol.add(port, cap, timeout=0.7)
             caps.append((port, cap))
         cons[0].feed_later(encode(trace_lines()))
         cons[1].feed_later(encode(trace_lines(hang_at=2)))
         cons[2].feed_later(encode(trace_lines(reset_at=1)))
-        follower.run()
+        fol.run()
     finally:
-        follower.close()
+        fol.close()
         for port, cap in caps:
             cap.close()
             port.close()
@@ -319,10 +320,10 @@ def test_multi_console_follower(tmp_path):
 
 def test_silence_clock_waits_for_handoff(pty_console, tmp_path):
     """Before arm() no silence timeout fires; the overall limit still does."""
-    port = serialio.open_port(serialio.SerialSettings(pty_console.path))
-    cap = serialio.Capture(tmp_path / "run")
+    port = transport.open_port(transport.SerialSettings(pty_console.path))
+    cap = capture.Capture(tmp_path / "run")
     try:
-        reason = serialio.follow(port, cap, timeout=0.2, max_time=1.0)
+        reason = follower.follow(port, cap, timeout=0.2, max_time=1.0)
     finally:
         cap.close()
         port.close()
@@ -339,7 +340,7 @@ def test_scrubber_across_reads(cuts):
     for c in cuts + [len(stream)]:
         pieces.append(stream[last:c])
         last = c
-    sc = serialio.Scrubber(secret)
+    sc = capture.Scrubber(secret)
     out = b"".join(sc.feed(p) for p in pieces) + sc.flush()
     assert secret not in out
     assert out == stream.replace(secret, b"********")
@@ -349,10 +350,10 @@ def test_log_format_round_trip(tmp_path):
     lines = [trace.Line("hello\tworld", 1.5), trace.Line("x" * 10, 2.0, truncated=True),
              trace.parse_line(kt("KT mode real").encode(), 3.25)]
     path = tmp_path / "console.log"
-    path.write_text("".join(serialio.format_log_line(ln) for ln in lines))
+    path.write_text("".join(capture.format_log_line(ln) for ln in lines))
     text = path.read_text()
     assert text.startswith("+00001.500000\thello\tworld\n+00002.000000~\t")
-    back = list(serialio.read_log(path))
+    back = list(capture.read_log(path))
     assert [(b.text, b.t, b.truncated) for b in back] == [(a.text, a.t, a.truncated) for a in lines]
     assert back[2].record is not None and back[2].record.kind == "mode"
 
@@ -361,42 +362,42 @@ def test_read_log_bounds_huge_line_pieces(tmp_path):
     path = tmp_path / "console.log"
     with open(path, "w") as fh:
         for _ in range(1000):
-            fh.write(serialio.format_log_line(trace.Line("A" * 4096, 1.0, truncated=True)))
-        fh.write(serialio.format_log_line(trace.Line("after", 2.0)))
-    back = list(serialio.read_log(path))
+            fh.write(capture.format_log_line(trace.Line("A" * 4096, 1.0, truncated=True)))
+        fh.write(capture.format_log_line(trace.Line("after", 2.0)))
+    back = list(capture.read_log(path))
     assert len(back) == 3 and back[-1].text == "after"
 
 
 def test_capture_log_is_on_disk_after_every_read(tmp_path):
     """console.log holds every complete line of a read (format_log_line each) once feed returns."""
     now = [100.0]
-    cap = serialio.Capture(tmp_path, clock=lambda: now[0])
+    cap = capture.Capture(tmp_path, clock=lambda: now[0])
     chunks = [b"[  1.0] k\xc3\xa9rnel\r\n" + kt("KT mode real").encode() + b"\r\nhalf",
               b" line\r\n" + b"L" * (trace.MAX_LINE + 10) + b"\n", b"\xff\xfebad\n\n", b"no end"]
     expect = []
     for i, chunk in enumerate(chunks):
         now[0] = 100.0 + i * 0.25
         cap.feed(chunk)
-        log = (tmp_path / serialio.LOG_NAME).read_text()
-        expect += [serialio.format_log_line(ln) for ln in list(cap.tail)[len(expect):]]
+        log = (tmp_path / capture.LOG_NAME).read_text()
+        expect += [capture.format_log_line(ln) for ln in list(cap.tail)[len(expect):]]
         assert log == "".join(expect)
-        assert (tmp_path / serialio.RAW_NAME).read_bytes() == b"".join(chunks[:i + 1])
+        assert (tmp_path / capture.RAW_NAME).read_bytes() == b"".join(chunks[:i + 1])
     cap.close()
     assert [ln.text for ln in cap.tail] == ["[  1.0] k\u00e9rnel", kt("KT mode real"), "half line",
                                              "L" * trace.MAX_LINE, "L" * 10, "\ufffd\ufffdbad", "no end"]
-    assert (tmp_path / serialio.LOG_NAME).read_text().splitlines()[3].startswith("+00000.250000~\t")
+    assert (tmp_path / capture.LOG_NAME).read_text().splitlines()[3].startswith("+00000.250000~\t")
     assert cap.tail[1].record is not None and cap.lines == 7
 
 
 def test_follower_tick_grows_with_the_consoles_followed():
-    auto = serialio.Follower()
+    auto = follower.Follower()
     try:
-        assert auto._tick(1) == auto._tick(serialio.TICK_CONSOLES) == serialio.TICK_S
-        assert auto._tick(2 * serialio.TICK_CONSOLES) == 2 * serialio.TICK_S
-        assert auto._tick(256) == auto._tick(10_000) == serialio.TICK_MAX_S
+        assert auto._tick(1) == auto._tick(follower.TICK_CONSOLES) == follower.TICK_S
+        assert auto._tick(2 * follower.TICK_CONSOLES) == 2 * follower.TICK_S
+        assert auto._tick(256) == auto._tick(10_000) == follower.TICK_MAX_S
     finally:
         auto.close()
-    fixed = serialio.Follower(tick=0.2)
+    fixed = follower.Follower(tick=0.2)
     try:
         assert fixed._tick(1) == fixed._tick(500) == 0.2
     finally:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from kexectest.errors import Exit
-from kexectest.session import RunOptions, run_session
+from kexectest.capture.session import RunOptions, run_session
 from test_serialio import PtyConsole, TcpConsole, encode, paced_write, trace_lines
 
 KEXECTEST = [sys.executable, "-m", "kexectest"]
@@ -157,7 +157,7 @@ def test_permission_denied_hints_dialout(tmp_path):
     """A real EACCES: a forked child drops to `nobody` and opens a root-only pty."""
     if os.geteuid() != 0:
         pytest.skip("needs root to switch to an unprivileged user")
-    from kexectest import serialio
+    from kexectest.capture import transport
     from kexectest.errors import KexectestError
     con = PtyConsole()
     os.chmod(con.path, 0o600)
@@ -167,7 +167,7 @@ def test_permission_denied_hints_dialout(tmp_path):
         try:
             os.setgid(65534)
             os.setuid(65534)
-            serialio.open_port(serialio.SerialSettings(con.path))
+            transport.open_port(transport.SerialSettings(con.path))
             msg = "opened"
         except KexectestError as exc:
             msg = f"{int(exc.code)} {exc}"

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kexectest import snapshot as sn
+from kexectest.target import snapshot as sn
 
 MEMMAP = Path("/sys/firmware/memmap")
 

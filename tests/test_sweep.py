@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from kexectest import journal
+from kexectest.fleet import journal
 from kexectest.errors import Exit
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from kexectest.errors import Exit, KexectestError
-from kexectest.sweep_report import build_sweep, group_failures, load_sweep, write_reports
+from kexectest.fleet.sweep_report import build_sweep, group_failures, load_sweep, write_reports
 
 STEPS = ["state", "mem-12", "e820", "edd-check", "disk-read"]
 E820 = [{"base": 0, "length": 0x9FC00, "type": 1}, {"base": 0x100000, "length": 0xFEE0000, "type": 1}]

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from kexectest import target
+from kexectest.capture import triggers as target
 from kexectest.errors import Exit, KexectestError
-from kexectest.session import RunOptions, run_session
+from kexectest.capture.session import RunOptions, run_session
 from test_serialio import PtyConsole, encode, trace_lines
 
 PASSWORD = "Tr0ub4dor&3-kt"

@@ -9,7 +9,8 @@ import click
 from rich.console import Console
 
 from ..errors import Exit, KexectestError
-from .payload import CONFIG_OPTION_NAMES, config_kwargs, config_options
+from ..payload.options import CONFIG_OPTION_NAMES, config_kwargs
+from .payload import config_options
 from .run import finish
 
 
@@ -36,7 +37,7 @@ def build_cmd(kernel, modules, force):
 
 def _from_lab_file(path: Path, name: str) -> tuple[dict, dict, float | None]:
     """(machine shape, load options, timeout) of machine NAME in a lab file."""
-    from ..labfile import load_lab
+    from ..fleet.labfile import load_lab
 
     m = load_lab(path).machine(name)
     if m.qemu is None:

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import click
 
-from .. import loader, snapshot
 from .. import payload as pl
 from ..errors import Exit, KexectestError
-from .payload import config_kwargs, config_options
+from ..payload.options import config_kwargs
+from ..target import loader, snapshot
+from .payload import config_options
 
 
 def _warn(msg: str) -> None:

@@ -57,53 +57,11 @@ _CONFIG_PARAMS = [
     click.option("--max-drives", type=int, default=None,
                  help="Most BIOS hard disks to probe (default 4)."),
 ]
-CONFIG_OPTION_NAMES = ("uart_base", "baud", "skip", "hang_at", "reset_at", "int19", "vga_mirror",
-                       "e9_mirror", "debug_exit", "debug_exit_port", "mask_nmi", "keep_uart",
-                       "max_drives")
-
-
 def config_options(func):
     """Decorator adding every payload configuration option to a click command."""
     for opt in reversed(_CONFIG_PARAMS):
         func = opt(func)
     return func
-
-
-def config_kwargs(options: dict) -> dict:
-    """The keyword arguments for `payload.patch` from a command's parsed options
-    (pass the command's **kwargs; unrelated keys are ignored)."""
-    kw = {k: options.get(k) for k in CONFIG_OPTION_NAMES}
-    port = kw.pop("debug_exit_port")
-    if port is not None and kw["debug_exit"] is not False:
-        kw["debug_exit"] = port
-    kw["skip"] = tuple(kw["skip"] or ())
-    return kw
-
-
-def config_argv(kwargs: dict) -> list[str]:
-    """The inverse of `config_kwargs`: command-line words for `kexectest load` on a target."""
-    argv: list[str] = []
-    if kwargs.get("uart_base") is not None:
-        argv += ["--uart-base", hex(kwargs["uart_base"])]
-    if kwargs.get("baud") is not None:
-        argv += ["--baud", str(kwargs["baud"])]
-    for s in kwargs.get("skip") or ():
-        argv += ["--skip", str(s)]
-    for key in ("hang_at", "reset_at"):
-        if kwargs.get(key) is not None:
-            argv += ["--" + key.replace("_", "-"), str(kwargs[key])]
-    for key in ("int19", "vga_mirror", "e9_mirror", "mask_nmi", "keep_uart", "debug_exit"):
-        val = kwargs.get(key)
-        if val is None:
-            continue
-        flag = key.replace("_", "-")
-        if key == "debug_exit" and not isinstance(val, bool):
-            argv += ["--debug-exit-port", hex(val)]
-        else:
-            argv.append(f"--{flag}" if val else f"--no-{flag}")
-    if kwargs.get("max_drives") is not None:
-        argv += ["--max-drives", str(kwargs["max_drives"])]
-    return argv
 
 
 @click.command("build")
@@ -124,7 +82,9 @@ def _hex(v: int | None, width: int = 0) -> str:
 
 
 def _render(img: pl.PayloadImage, console) -> None:
-    from rich.table import Table  # imported here: `load` on a slow target need not pay for it
+    from rich.table import (
+        Table,  # imported here: `load` on a slow target need not pay for it
+    )
 
     console.print(f"[bold]{img.path}[/]  version {img.version or '-'}")
     console.print(f"build id {img.build_id or '-'}")

@@ -3,37 +3,15 @@
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import sys
 from pathlib import Path
 
 import click
 
-from ..analysis import REPLAY_FILTER
-from ..classic import analyze_capture
+from ..analysis.replay import analyze_log
 from ..errors import VERDICT_EXIT, Exit, KexectestError
-from ..report import render_summary_md, render_terminal, write_report_json
-from ..trace import lines_from_log
-
-
-_NOT_BLANK = re.compile(rb"[^\0\r\n\t ]")
-
-
-def analyze_log(path: Path, payload=None):
-    """Analysis of one saved log (raw bytes, the collector's console.log, or an email paste)."""
-    try:
-        data = path.read_bytes()
-    except IsADirectoryError:
-        raise KexectestError(f"{path}: is a directory, not a log", Exit.BAD_INPUT)
-    except OSError as exc:
-        raise KexectestError(f"{path}: cannot read: {exc.strerror}", Exit.BAD_INPUT)
-    if not _NOT_BLANK.search(data):  # stops at the first byte that is not blank
-        raise KexectestError(f"{path}: empty log", Exit.BAD_INPUT)
-    lines, fmt = lines_from_log(data, REPLAY_FILTER)
-    a = analyze_capture(lines, stop_reason="replay", payload=payload)
-    a.timing["log_format"] = fmt
-    return a
+from ..output.report import render_summary_md, render_terminal, write_report_json
 
 
 @click.command("report")
@@ -52,7 +30,7 @@ def report_cmd(logs, as_json, out_dir, payload_elf, all_steps):
 
     payload = None
     if payload_elf is not None:
-        from ..payload import PayloadImage
+        from ..payload.image import PayloadImage
         payload = PayloadImage.open(payload_elf)
     console = Console(highlight=False, soft_wrap=False)
     codes = []

@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from ..capture.session import RunOptions, run_session
 from ..errors import VERDICT_EXIT
-from ..session import RunOptions, run_session
 
 EPILOG = (
     "Serial URLs: a device path (/dev/ttyUSB0), socket://HOST:PORT (ser2net raw, QEMU), "

@@ -16,8 +16,9 @@ from rich.live import Live
 from rich.table import Table
 
 from ..errors import Exit, KexectestError
-from ..labfile import load_lab
-from ..sweep import STAGES, MachineState, Progress, Sweep, SweepOptions
+from ..fleet.labfile import load_lab
+from ..fleet.sweep import STAGES, MachineState, Progress, Sweep, SweepOptions
+from ..lab.qemu import kill_all
 
 _STYLE = {"completed": "green", "failed-steps": "yellow", "hung": "red", "reset": "magenta",
           "no-output": "bright_black", "garbled": "yellow", "died-before-handoff": "red",
@@ -62,9 +63,7 @@ def _plain(console: Console):
 def _on_signal(sweep: Sweep):
     def handler(signum, frame):
         sweep.stopping.set()
-        qemu = sys.modules.get("kexectest.lab.qemu")
-        if qemu is not None and hasattr(qemu, "_kill_all"):
-            qemu._kill_all()
+        kill_all()  # QEMU guests of virtual machines: a machine's worker may be blocked on one
         raise KeyboardInterrupt
     return handler
 
@@ -150,7 +149,8 @@ def _guard(fn, result: dict) -> None:
 def compare(old, new, as_json, html_path):
     """What changed from sweep OLD to sweep NEW: new failures, fixes, changed verdicts,
     changed firmware answers (E820 maps, step results)."""
-    from ..compare import compare as do_compare, render_html, render_text
+    from ..fleet.compare import compare as do_compare
+    from ..fleet.compare import render_html, render_text
 
     res = do_compare(old, new)
     if html_path is not None:

@@ -28,12 +28,13 @@ WAITING = "waiting for connection"
 _live: "weakref.WeakSet[Qemu]" = weakref.WeakSet()
 
 
-def _kill_all() -> None:
+def kill_all() -> None:
+    """End every QEMU this process started (Ctrl-C of a sweep, interpreter exit)."""
     for q in list(_live):
         q.kill()
 
 
-atexit.register(_kill_all)
+atexit.register(kill_all)
 
 
 def hardware_virt() -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import payload as pl
 from ..errors import Exit, KexectestError
+from ..payload.options import config_argv
 from . import image as lab_image
 from .qemu import Qemu
 from .shape import Shape
@@ -29,8 +30,6 @@ CONFIG_KEYS = ("uart_base", "baud", "skip", "hang_at", "reset_at", "int19", "vga
 
 def guest_command(payload: Path, loader: str, config: dict, args: list[str] = ()) -> str:
     """The shell line typed on the guest's console: what a user types on real hardware."""
-    from ..commands.payload import config_argv
-
     argv = ["kexectest", "load", str(payload), "--via", loader, "--exec", "--yes"]
     argv += config_argv(config) + list(args)
     return shlex.join(argv)
@@ -76,9 +75,9 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
     `machine`: "pc"/"q35", a dict or an object with machine/memory/smp/disks/accel; keyword
     overrides win.  `loader`: syscall | kexec-tools (a real kexec from the lab's Linux) or
     direct (SeaBIOS boots the payload with -kernel).  `config`: payload options as
-    commands/payload.py's CONFIG_OPTION_NAMES (hang_at=..., uart_base=...).
+    payload/options.py's CONFIG_OPTION_NAMES (hang_at=..., uart_base=...).
     """
-    from ..session import RunOptions, run_session
+    from ..capture.session import RunOptions, run_session
 
     if loader not in LOADERS:
         raise KexectestError(f"lab: loader must be one of {', '.join(LOADERS)}, not {loader!r}",

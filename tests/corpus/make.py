@@ -15,7 +15,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent.parent))
 from kexectest.trace import checksum, format_line  # noqa: E402
-from kexectest.decoders import STEP_IDS, STEPS  # noqa: E402
+from kexectest.analysis.catalog import STEP_IDS, STEPS  # noqa: E402
 
 BUILD = "5C0F3A1B2C3D4E5F60718293A4B5C6D7E8F90123"
 KERNEL_PRE = """\
@@ -200,7 +200,7 @@ def payload_run(upto: int | None = None, hang_drive=False, errors=(), done=True,
 def snapshot_lines() -> list[str]:
     """A "before" block in the snapshot module's format (KTSNAP lines)."""
     try:
-        from kexectest import snapshot
+        from kexectest.target import snapshot
     except ImportError:
         return []
     f = getattr(snapshot, "format_snapshot", None) or getattr(snapshot, "render", None)

@@ -18,7 +18,7 @@ import xml.etree.ElementTree as ET
 from collections import defaultdict
 from pathlib import Path
 
-from .errors import VERDICT_EXIT, Exit, KexectestError
+from ..errors import VERDICT_EXIT, Exit, KexectestError
 
 FORMAT = "kexectest-sweep/1"
 # worst last: the sweep's exit code is the code of its worst machine

@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from .trace import checksum
+from ..trace import checksum
 
 PREFIX = "KTSNAP"
 VERSION = 1

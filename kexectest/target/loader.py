@@ -16,8 +16,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import Exit, KexectestError
-from .payload import PayloadImage, page_ceil, page_floor
+from ..errors import Exit, KexectestError
+from ..payload.image import PayloadImage, page_ceil, page_floor
 
 KEXEC_ARCH_DEFAULT = 0
 CAP_SYS_BOOT = 22

@@ -1,5 +1,5 @@
-"""The payload ELF on the host: build it with binutils, read it with pyelftools, patch its
-configuration block, and check it against the memory rules of a kexec hand-off.
+"""The payload ELF on the host: read it with pyelftools and check it against the memory rules
+of a kexec hand-off.
 
 Everything the rest of kexectest knows about the payload (entry points, load segments, step
 names, build id) comes from the ELF through `PayloadImage`, so the assembly stays the one
@@ -9,29 +9,20 @@ source of truth (layouts in docs/payload.md).
 from __future__ import annotations
 
 import dataclasses
-import errno
 import hashlib
 import io
-import os
-import re
-import shutil
 import struct
-import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from .errors import Exit, KexectestError
+from ..errors import Exit, KexectestError
+from .config import CONFIG_MAGIC, CONFIG_SIZE, MAX_SKIP_STEPS, Config
 
 PAGE = 0x1000
 KT_BASE_DEFAULT = 0x20000
-CONFIG_MAGIC = b"KTCF"
-CONFIG_SIZE = 64
-NO_STEP = 0xFFFF
-MAX_SKIP_STEPS = 256
 MAX_KEXEC_SEGMENTS = 16
 LOW_MEMORY_TOP = 0xA0000  # 640 KiB: above is the EBDA/VGA/ROM hole
 # Memory a kexec hand-off or the BIOS needs left alone (start, end exclusive, why).
@@ -42,118 +33,8 @@ RESERVED_LOW = (
 )
 PAYLOAD_MAX = 60 * 1024  # docs/payload.md: the rest of the 64 KiB segment is the stack
 
-FLAG_VGA = 0x01
-FLAG_E9 = 0x02
-FLAG_INT19 = 0x04
-FLAG_DEBUG_EXIT = 0x08
-FLAG_MASK_NMI = 0x10
-FLAG_KEEP_UART = 0x20
-
-_CONFIG_FMT = struct.Struct("<4sHHHHIHHHBB32sH6s")
 _STEP_FMT = struct.Struct("<HBBHH4IHHIHH")
-assert _CONFIG_FMT.size == CONFIG_SIZE and _STEP_FMT.size == 36
-
-SOURCE_NAME = "kexec_test.S"
-LDSCRIPT_NAME = "kexec_test.ld"
-
-
-def payload_dir() -> Path:
-    """Where the payload sources live (KEXECTEST_PAYLOAD_DIR overrides, for tests and forks)."""
-    env = os.environ.get("KEXECTEST_PAYLOAD_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "payloads"
-
-
-def default_elf() -> Path:
-    return Path(__file__).resolve().parents[1] / "build" / "kexec_test.elf"
-
-
-# ---------------------------------------------------------------------------------------------
-# build
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if not path:
-        raise KexectestError(
-            f"'{name}' not found: install binutils (apt-get install binutils)", Exit.MISSING_TOOL
-        )
-    return path
-
-
-# ld's words for a size/placement limit (region overflow, overlap, the script's own ASSERTs)
-_LIMIT_RE = re.compile(r"too large|will not fit|overflowed by|overlaps|kexectest payload")
-
-
-def _first_error(output: str) -> str:
-    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
-    for ln in lines:
-        if re.search(r"(?i)\b(fatal )?error:", ln):
-            return ln
-    return lines[0] if lines else "no message"
-
-
-def build(out: Path | str | None = None) -> Path:
-    """Assemble and link the payload; returns the ELF path. Fails on error-level checks."""
-    src_dir = payload_dir()
-    src, lds = src_dir / SOURCE_NAME, src_dir / LDSCRIPT_NAME
-    for f in (src, lds):
-        if not f.is_file():
-            raise KexectestError(f"payload source missing: {f}", Exit.BAD_INPUT)
-    out = Path(out) if out else default_elf()
-    as_, ld = _tool("as"), _tool("ld")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _write_error(out, exc) from None
-    with tempfile.TemporaryDirectory(prefix="kt-build-") as tmp:
-        obj = Path(tmp) / "kexec_test.o"
-        elf_tmp = Path(tmp) / "kexec_test.elf"
-        steps = (
-            ("assembler", [as_, "--32", "-I", str(src_dir), "-o", str(obj), str(src)]),
-            ("linker", [ld, "-m", "elf_i386", "-T", str(lds), "--build-id=sha1",
-                        "-o", str(elf_tmp), str(obj)]),
-        )
-        for what, cmd in steps:
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                msg = _first_error(proc.stderr + proc.stdout)
-                if what == "linker" and _LIMIT_RE.search(msg):
-                    raise KexectestError(f"payload breaks its limits: {msg}", Exit.PAYLOAD_LIMITS)
-                raise KexectestError(f"{what} failed: {msg}", Exit.BAD_INPUT)
-        img = PayloadImage.open(elf_tmp)
-        errors = [m for lvl, m in img.checks() if lvl == "error"]
-        if errors:
-            raise KexectestError(f"payload breaks its limits: {errors[0]}", Exit.PAYLOAD_LIMITS)
-        tmp_out = out.with_name(out.name + ".tmp")
-        try:
-            shutil.copyfile(elf_tmp, tmp_out)
-            os.replace(tmp_out, out)
-        except OSError as exc:
-            raise _write_error(out, exc) from None
-    return out
-
-
-def _write_error(path: Path, exc: OSError) -> KexectestError:
-    code = Exit.NO_SPACE if exc.errno in (errno.ENOSPC, errno.EDQUOT) else Exit.BAD_INPUT
-    return KexectestError(f"cannot write {path}: {exc.strerror}", code)
-
-
-def ensure_built(out: Path | str | None = None) -> Path:
-    """The default payload ELF, rebuilt only when a payloads/* source is newer or it is missing."""
-    out = Path(out) if out else default_elf()
-    src_dir = payload_dir()
-    sources = [p for p in src_dir.iterdir() if p.is_file()] if src_dir.is_dir() else []
-    if out.is_file() and sources:
-        elf_mtime = out.stat().st_mtime
-        if all(p.stat().st_mtime <= elf_mtime for p in sources):
-            return out
-    elif out.is_file() and not sources:
-        return out  # an installed copy without sources: use what is there
-    return build(out)
-
-
-# ---------------------------------------------------------------------------------------------
-# reading
+assert _STEP_FMT.size == 36
 
 
 @dataclass(frozen=True)
@@ -186,73 +67,6 @@ class Step:
     prefill: int
     post: int
     dump_src: int
-
-
-@dataclass(frozen=True)
-class Config:
-    """The 64-byte `kt_config` block, field for field (docs/payload.md)."""
-
-    magic: bytes
-    layout_version: int
-    block_size: int
-    uart_base: int
-    uart_divisor: int
-    flags: int
-    hang_step: int
-    reset_step: int
-    debug_exit_port: int
-    pic_mask_master: int
-    pic_mask_slave: int
-    skip: frozenset[int]
-    max_drives: int
-    reserved: bytes
-
-    @classmethod
-    def unpack(cls, raw: bytes) -> "Config":
-        (magic, ver, size, uart, div, flags, hang, reset, dbg, m1, m2, skip, drives,
-         reserved) = _CONFIG_FMT.unpack(raw)
-        bits = int.from_bytes(skip, "little")
-        return cls(magic, ver, size, uart, div, flags, hang, reset, dbg, m1, m2,
-                   frozenset(i for i in range(MAX_SKIP_STEPS) if bits >> i & 1), drives, reserved)
-
-    def pack(self) -> bytes:
-        bits = sum(1 << i for i in self.skip)
-        return _CONFIG_FMT.pack(
-            self.magic, self.layout_version, self.block_size, self.uart_base, self.uart_divisor,
-            self.flags, self.hang_step, self.reset_step, self.debug_exit_port,
-            self.pic_mask_master, self.pic_mask_slave, bits.to_bytes(32, "little"),
-            self.max_drives, self.reserved)
-
-    @property
-    def baud(self) -> int | None:
-        return 115200 // self.uart_divisor if self.uart_divisor else None
-
-    def flag(self, bit: int) -> bool:
-        return bool(self.flags & bit)
-
-    def to_dict(self) -> dict:
-        return {
-            "magic": self.magic.decode("latin-1"),
-            "layout_version": self.layout_version,
-            "block_size": self.block_size,
-            "uart_base": self.uart_base,
-            "uart_divisor": self.uart_divisor,
-            "baud": self.baud,
-            "flags": self.flags,
-            "vga_mirror": self.flag(FLAG_VGA),
-            "e9_mirror": self.flag(FLAG_E9),
-            "int19": self.flag(FLAG_INT19),
-            "debug_exit": self.flag(FLAG_DEBUG_EXIT),
-            "mask_nmi": self.flag(FLAG_MASK_NMI),
-            "keep_uart": self.flag(FLAG_KEEP_UART),
-            "hang_step": None if self.hang_step == NO_STEP else self.hang_step,
-            "reset_step": None if self.reset_step == NO_STEP else self.reset_step,
-            "debug_exit_port": self.debug_exit_port,
-            "pic_mask_master": self.pic_mask_master,
-            "pic_mask_slave": self.pic_mask_slave,
-            "skip": sorted(self.skip),
-            "max_drives": self.max_drives,
-        }
 
 
 def _bad(path: Path, why: str) -> KexectestError:
@@ -471,68 +285,3 @@ def page_floor(addr: int) -> int:
 
 def page_ceil(addr: int) -> int:
     return (addr + PAGE - 1) & ~(PAGE - 1)
-
-
-# ---------------------------------------------------------------------------------------------
-# patching
-
-
-def _parse_baud(baud: int) -> int:
-    if baud <= 0 or 115200 % baud:
-        raise KexectestError(f"baud {baud} does not divide 115200 (try 115200, 57600, 38400, "
-                             "19200, 9600)", Exit.BAD_INPUT)
-    return 115200 // baud
-
-
-def patched_config(img: PayloadImage, *, uart_base=None, baud=None, skip=(), hang_at=None,
-                   reset_at=None, int19=None, vga_mirror=None, e9_mirror=None, debug_exit=None,
-                   mask_nmi=None, max_drives=None, keep_uart=None) -> Config:
-    """The image's config block with the given changes (None = leave as built)."""
-    cfg = img.config
-    changes: dict = {}
-    if uart_base is not None:
-        if not 0 < uart_base <= 0xFFFF:
-            raise KexectestError(f"UART base {uart_base:#x} is not an I/O port", Exit.BAD_INPUT)
-        changes["uart_base"] = uart_base
-    if baud is not None:
-        changes["uart_divisor"] = _parse_baud(baud)
-    if skip:
-        changes["skip"] = cfg.skip | {img.step_index(s) for s in skip}
-    if hang_at is not None:
-        changes["hang_step"] = img.step_index(hang_at)
-    if reset_at is not None:
-        changes["reset_step"] = img.step_index(reset_at)
-    if max_drives is not None:
-        if not 0 <= max_drives <= 0xFFFF:
-            raise KexectestError(f"max drives {max_drives} out of range", Exit.BAD_INPUT)
-        changes["max_drives"] = max_drives
-    flags = cfg.flags
-    # debug_exit: True/False switches the flag; an int (not bool) also sets the port.
-    if debug_exit is not None and not isinstance(debug_exit, bool):
-        if not 0 < debug_exit <= 0xFFFF:
-            raise KexectestError(f"debug-exit port {debug_exit:#x} out of range", Exit.BAD_INPUT)
-        changes["debug_exit_port"] = debug_exit
-        debug_exit = True
-    for value, bit in ((vga_mirror, FLAG_VGA), (e9_mirror, FLAG_E9), (int19, FLAG_INT19),
-                       (debug_exit, FLAG_DEBUG_EXIT), (mask_nmi, FLAG_MASK_NMI),
-                       (keep_uart, FLAG_KEEP_UART)):
-        if value is not None:
-            flags = flags | bit if value else flags & ~bit
-    changes["flags"] = flags
-    return dataclasses.replace(cfg, **changes)
-
-
-def patch(src: Path | str, dst: Path | str, **options) -> Path:
-    """Write a copy of `src` with its config block changed (options as `patched_config`)."""
-    img = PayloadImage.open(src)
-    cfg = patched_config(img, **options)
-    data = bytearray(img.data)
-    data[img.config_offset:img.config_offset + CONFIG_SIZE] = cfg.pack()
-    dst = Path(dst)
-    tmp = dst.with_name(dst.name + ".tmp")
-    try:
-        tmp.write_bytes(bytes(data))
-        os.replace(tmp, dst)
-    except OSError as exc:
-        raise _write_error(dst, exc) from None
-    return dst

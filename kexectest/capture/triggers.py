@@ -18,8 +18,9 @@ from pathlib import Path
 import pexpect
 from pexpect.spawnbase import SpawnBase
 
-from .errors import Exit, KexectestError
-from .serialio import Capture, Port, SerialLost
+from ..errors import Exit, KexectestError
+from .capture import Capture
+from .transport import Port, SerialLost
 
 LOGIN_RE = re.compile(rb"(?<![Ll]ast )(?<![Ll]ast  )login: *\Z")
 PASSWORD_RE = re.compile(rb"[Pp]assword: *\Z")

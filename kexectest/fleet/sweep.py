@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ..errors import VERDICT_EXIT, Exit, KexectestError
 from . import journal as journal_mod
 from . import power as power_mod
-from .errors import VERDICT_EXIT, Exit, KexectestError
 from .labfile import Lab, Machine
 from .sweep_report import build_sweep, write_reports
 
@@ -91,7 +91,7 @@ class ConsoleWatcher(threading.Thread):
         self.directory, self.name, self.progress, self.stop = directory, name, progress, stop
 
     def run(self) -> None:
-        from .trace import LineSplitter
+        from ..trace import LineSplitter
 
         splitter, pos, path, stage = LineSplitter(), 0, None, "boot/login"
         while not self.stop.wait(0.25):
@@ -125,7 +125,9 @@ def _attempt_number(records: list[dict], name: str) -> int:
 
 def _call_virtual(m: Machine, out: Path, console, command_line: list[str], log=None):
     """Run one QEMU machine through the lab runner, passing only what it accepts."""
-    from .lab import runner  # the lab engineer's module: imported late, optional for hardware
+    from ..lab import (
+        runner,  # the lab engineer's module: imported late, optional for hardware
+    )
 
     fn = runner.run_virtual
     wanted = {"loader": m.load.get("via", "syscall"), "out_dir": out, "timeout": m.timeout,
@@ -148,7 +150,7 @@ def _call_virtual(m: Machine, out: Path, console, command_line: list[str], log=N
 
 
 def _call_hardware(m: Machine, out: Path, console, command_line: list[str], serial_url=None):
-    from .session import RunOptions, run_session
+    from ..capture.session import RunOptions, run_session
 
     m.password()  # a missing secret fails this machine only, before anything is touched
     opts = RunOptions(

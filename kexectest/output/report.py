@@ -12,8 +12,8 @@ import shlex
 import tempfile
 from pathlib import Path
 
-from . import __version__
-from .analysis import Analysis
+from .. import __version__
+from ..analysis.model import Analysis
 
 _MARK = {"ok": "ok", "error": "ERROR", "hung": "HUNG", "skipped": "skipped", "not-reached": "-"}
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import Exit, KexectestError
-from .lab.shape import Shape
+from ..errors import Exit, KexectestError
+from ..lab.shape import Shape
 
 # key -> accepted types, per table.  One table of facts, not code paths.
 _SERIAL = {"url": str, "baud": int, "parity": str, "rtscts": bool, "xonxoff": bool}

@@ -8,9 +8,10 @@ its value names the call that hung; a result line printed after its call, when l
 
 from __future__ import annotations
 
-from .analysis import (HANDOFF, KERNEL_HINTS, RESET_BANNERS, Analysis, find_trouble, signature,
-                       strip_ts)
-from .trace import Line
+from ..trace import Line
+from .kernel import HANDOFF, KERNEL_HINTS, RESET_BANNERS, find_trouble, strip_ts
+from .model import Analysis
+from .signature import signature
 
 # step id, title, int, function, [(line prefix, role)]; role: label (printed before the call),
 # value (printed after it), labelvalue (label before the call, value after it on the same line)
@@ -178,10 +179,3 @@ def analyze_classic(lines: list[Line], *, stop_reason: str = "replay",
     return a
 
 
-def analyze_capture(lines: list[Line], *, stop_reason: str, silence_s: float | None = None,
-                    payload=None) -> Analysis:
-    """One entry point for any capture: our payload's trace, or the classic kexec_test's."""
-    if looks_classic(lines) and not any(ln.record for ln in lines):
-        return analyze_classic(lines, stop_reason=stop_reason, silence_s=silence_s)
-    from .analysis import analyze
-    return analyze(lines, stop_reason=stop_reason, silence_s=silence_s, payload=payload)

@@ -16,8 +16,15 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import __version__, analysis, bundle, classic, live, report, serialio, target
-from .errors import VERDICT_EXIT, Exit, KexectestError
+from .. import __version__
+from ..analysis.model import Analysis
+from ..analysis.replay import analyze_capture
+from ..errors import VERDICT_EXIT, Exit, KexectestError
+from ..output import bundle, live, report
+from . import triggers
+from .capture import LOG_NAME, Capture, read_log
+from .follower import Follower
+from .transport import SerialSettings, open_port
 
 # capture stop reason -> analysis stop_reason
 _ANALYSIS_REASON = {"final": "final", "reset": "reset", "timeout": "timeout",
@@ -58,7 +65,7 @@ class SessionResult:
     exit_code: int
     bundle_dir: Path
     tarball: Path
-    analysis: analysis.Analysis
+    analysis: Analysis
     stop_reason: str = ""
     error: str | None = None
     timings: dict = field(default_factory=dict)
@@ -74,7 +81,7 @@ def _mode(opts: RunOptions) -> str:
     return "passive"
 
 
-def _quote_failure(cap: serialio.Capture, command: str | None) -> str:
+def _quote_failure(cap: Capture, command: str | None) -> str:
     """The output the failed command printed (its echo and the prompt left out)."""
     handoff = (cap.handoff or cap.t0) - cap.t0
     texts = [ln.text.strip() for ln in cap.tail if (ln.t or 0.0) >= handoff and ln.text.strip()]
@@ -86,7 +93,7 @@ def _quote_failure(cap: serialio.Capture, command: str | None) -> str:
 def _load_payload(path: Path | None):
     if path is None:
         return None
-    from .payload import PayloadImage  # pyelftools only when a payload is given
+    from ..payload.image import PayloadImage  # pyelftools only when a payload is given
     return PayloadImage.open(path)
 
 
@@ -95,17 +102,17 @@ def _drive(opts, port, cap, view, password):
     if opts.ssh:
         if not opts.command:
             raise KexectestError("--ssh needs --command (what to run on the target)", Exit.USAGE)
-        trig = target.SshTrigger(opts.ssh, opts.command, cap.directory / "ssh.log")
+        trig = triggers.SshTrigger(opts.ssh, opts.command, cap.directory / "ssh.log")
         trig.start()
         cap.arm()
         view.stage(f"command started over ssh on {opts.ssh}; capturing")
         return trig
     if opts.login or opts.command:
-        spawn = target.ConsoleSpawn(port, cap)
-        target.login(spawn, user=opts.login, password=password, prompt=opts.prompt,
+        spawn = triggers.ConsoleSpawn(port, cap)
+        triggers.login(spawn, user=opts.login, password=password, prompt=opts.prompt,
                      timeout=opts.login_timeout, stage=view.stage)
         if opts.command:
-            target.run_command(spawn, opts.command, opts.prompt)
+            triggers.run_command(spawn, opts.command, opts.prompt)
             view.stage("command sent; capturing")
             return None
     cap.arm()
@@ -116,14 +123,14 @@ def _drive(opts, port, cap, view, password):
 def run_session(opts: RunOptions, console: Console | None = None) -> SessionResult:
     """Capture one run and write its bundle; raises KexectestError for stage failures (after the
     bundle is written, its path in the message)."""
-    password = opts.password if opts.password is not None else target.resolve_password(
+    password = opts.password if opts.password is not None else triggers.resolve_password(
         opts.password_env, opts.login, interactive=sys.stdin.isatty())
     payload = _load_payload(opts.payload_elf)
-    settings = serialio.SerialSettings(opts.serial_url, opts.baud, opts.parity, opts.rtscts,
+    settings = SerialSettings(opts.serial_url, opts.baud, opts.parity, opts.rtscts,
                                        opts.xonxoff)
-    port = serialio.open_port(settings)
+    port = open_port(settings)
     run_dir = bundle.new_run_dir(opts.out_dir)
-    cap = serialio.Capture(run_dir, secret=password.encode("utf-8") if password else None)
+    cap = Capture(run_dir, secret=password.encode("utf-8") if password else None)
     view = live.make_view(console, quiet=opts.quiet, json_output=opts.json_output,
                           title=f"kexectest run {opts.serial_url}", timeout=opts.timeout)
     error: KexectestError | None = None
@@ -143,7 +150,7 @@ def run_session(opts: RunOptions, console: Console | None = None) -> SessionResu
                         if why:
                             return ("command-failed", why)
                     return None
-                follower = serialio.Follower()
+                follower = Follower()
                 follower.add(port, cap, timeout=opts.timeout, max_time=opts.overall_timeout,
                              on_update=on_update)
                 try:
@@ -171,8 +178,8 @@ def _finish(opts, cap, payload, error, trigger, password) -> SessionResult:
         error = KexectestError(detail, Exit.TARGET_COMMAND)
     end = cap.stop_time if cap.stop_time is not None else cap.clock()
     silence = end - max(x for x in (cap.last_byte, cap.handoff, cap.t0) if x is not None)
-    lines = list(serialio.read_log(cap.directory / serialio.LOG_NAME))
-    result = classic.analyze_capture(lines, stop_reason=_ANALYSIS_REASON.get(reason, "interrupted"),
+    lines = list(read_log(cap.directory / LOG_NAME))
+    result = analyze_capture(lines, stop_reason=_ANALYSIS_REASON.get(reason, "interrupted"),
                               silence_s=round(silence, 3), payload=payload)
     verdict_at = cap.clock()
     rel = lambda t: None if t is None else round(t - cap.t0, 6)  # noqa: E731
@@ -188,7 +195,7 @@ def _finish(opts, cap, payload, error, trigger, password) -> SessionResult:
         "kexectest_version": __version__, "python": platform.python_version(),
         "platform": platform.platform(), "collector_host": socket.gethostname(),
         "command_line": list(opts.command_line),
-        "serial": serialio.SerialSettings(opts.serial_url, opts.baud, opts.parity, opts.rtscts,
+        "serial": SerialSettings(opts.serial_url, opts.baud, opts.parity, opts.rtscts,
                                           opts.xonxoff).to_dict(),
         "mode": _mode(opts), "target": {"login": opts.login, "ssh": opts.ssh,
                                         "command": opts.command, "prompt": opts.prompt},

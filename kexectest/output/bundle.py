@@ -14,7 +14,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import socket
 import tarfile
 import tempfile
@@ -22,7 +21,9 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from .errors import Exit, KexectestError
+from ..errors import Exit, KexectestError
+from ..fsutil import copy_atomic, write_atomic
+from ..fsutil import os_error as _os_error
 
 TEXT_FILES = ("console.raw", "console.log", "report.json", "summary.md", "environment.json",
               "qemu.stderr", "ssh.log")
@@ -45,40 +46,6 @@ def new_run_dir(out_dir: Path, now: float | None = None) -> Path:
     except OSError as exc:
         raise _os_error(out_dir, exc) from None
     raise KexectestError(f"cannot create a run directory in {out_dir}", Exit.BAD_INPUT)
-
-
-def _os_error(path: Path, exc: OSError) -> KexectestError:
-    if exc.errno == 28:  # ENOSPC
-        return KexectestError(f"no space left writing {path}", Exit.NO_SPACE)
-    return KexectestError(f"cannot write {path}: {exc.strerror or exc}", Exit.BAD_INPUT)
-
-
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write to a temporary name in the same directory, then rename into place."""
-    path = Path(path)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise _os_error(path, exc) from None
-
-
-def copy_atomic(src: Path, dst: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.tmp-", dir=dst.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise _os_error(dst, exc) from None
 
 
 def sha256_file(path: Path) -> str:

@@ -14,7 +14,7 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-from .errors import Exit, KexectestError
+from ..errors import Exit, KexectestError
 from .labfile import Machine
 from .power import PowerResult
 

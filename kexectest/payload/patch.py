@@ -1,0 +1,83 @@
+"""Patching a payload's configuration block: the options of `kexectest load`, `lab run` and lab
+files become a copy of the ELF with a different `kt_config`."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from ..errors import Exit, KexectestError
+from ..fsutil import os_error
+from .config import (
+    CONFIG_SIZE,
+    FLAG_DEBUG_EXIT,
+    FLAG_E9,
+    FLAG_INT19,
+    FLAG_KEEP_UART,
+    FLAG_MASK_NMI,
+    FLAG_VGA,
+    Config,
+)
+from .image import PayloadImage
+
+
+def _parse_baud(baud: int) -> int:
+    if baud <= 0 or 115200 % baud:
+        raise KexectestError(f"baud {baud} does not divide 115200 (try 115200, 57600, 38400, "
+                             "19200, 9600)", Exit.BAD_INPUT)
+    return 115200 // baud
+
+
+def patched_config(img: PayloadImage, *, uart_base=None, baud=None, skip=(), hang_at=None,
+                   reset_at=None, int19=None, vga_mirror=None, e9_mirror=None, debug_exit=None,
+                   mask_nmi=None, max_drives=None, keep_uart=None) -> Config:
+    """The image's config block with the given changes (None = leave as built)."""
+    cfg = img.config
+    changes: dict = {}
+    if uart_base is not None:
+        if not 0 < uart_base <= 0xFFFF:
+            raise KexectestError(f"UART base {uart_base:#x} is not an I/O port", Exit.BAD_INPUT)
+        changes["uart_base"] = uart_base
+    if baud is not None:
+        changes["uart_divisor"] = _parse_baud(baud)
+    if skip:
+        changes["skip"] = cfg.skip | {img.step_index(s) for s in skip}
+    if hang_at is not None:
+        changes["hang_step"] = img.step_index(hang_at)
+    if reset_at is not None:
+        changes["reset_step"] = img.step_index(reset_at)
+    if max_drives is not None:
+        if not 0 <= max_drives <= 0xFFFF:
+            raise KexectestError(f"max drives {max_drives} out of range", Exit.BAD_INPUT)
+        changes["max_drives"] = max_drives
+    flags = cfg.flags
+    # debug_exit: True/False switches the flag; an int (not bool) also sets the port.
+    if debug_exit is not None and not isinstance(debug_exit, bool):
+        if not 0 < debug_exit <= 0xFFFF:
+            raise KexectestError(f"debug-exit port {debug_exit:#x} out of range", Exit.BAD_INPUT)
+        changes["debug_exit_port"] = debug_exit
+        debug_exit = True
+    for value, bit in ((vga_mirror, FLAG_VGA), (e9_mirror, FLAG_E9), (int19, FLAG_INT19),
+                       (debug_exit, FLAG_DEBUG_EXIT), (mask_nmi, FLAG_MASK_NMI),
+                       (keep_uart, FLAG_KEEP_UART)):
+        if value is not None:
+            flags = flags | bit if value else flags & ~bit
+    changes["flags"] = flags
+    return dataclasses.replace(cfg, **changes)
+
+
+def patch(src: Path | str, dst: Path | str, **options) -> Path:
+    """Write a copy of `src` with its config block changed (options as `patched_config`)."""
+    img = PayloadImage.open(src)
+    cfg = patched_config(img, **options)
+    data = bytearray(img.data)
+    data[img.config_offset:img.config_offset + CONFIG_SIZE] = cfg.pack()
+    dst = Path(dst)
+    tmp = dst.with_name(dst.name + ".tmp")
+    try:
+        tmp.write_bytes(bytes(data))
+        os.replace(tmp, dst)
+    except OSError as exc:
+        raise os_error(dst, exc) from None
+    return dst

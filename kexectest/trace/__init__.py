@@ -1,0 +1,20 @@
+"""The trace: bytes from the wire -> Lines and Records (format.py), and saved logs read back
+(logs.py).  Nothing above this package parses a `KT ` line itself."""
+
+from __future__ import annotations
+
+from .format import (
+                     KINDS,
+                     MAX_LINE,
+                     Line,
+                     LineSplitter,
+                     Record,
+                     checksum,
+                     format_line,
+                     parse_line,
+                     split_all,
+)
+from .logs import FAST_MIN, lines_from_log, prefiltered_lines
+
+__all__ = ["KINDS", "MAX_LINE", "Line", "LineSplitter", "Record", "checksum", "format_line",
+           "parse_line", "split_all", "FAST_MIN", "lines_from_log", "prefiltered_lines"]
