@@ -64,6 +64,7 @@ class Line:
     bad_checksum: bool = False
     truncated: bool = False
     raw_len: int = field(default=0, compare=False)
+    scrubbed: bool = False  # a secret was masked in it: its text is not what the wire carried
 
 
 def _parse_body(body: str) -> Record | None:
