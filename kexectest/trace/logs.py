@@ -5,97 +5,177 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import Iterable, Iterator
 
-from .format import MAX_LINE, Line, parse_line, split_all
+from .format import MAX_LINE, Line, LineSplitter, checksum, parse_line
 
-_TS_PREFIX = b"+"
+# the collector's stamp (capture.format_log_line): seconds, and `~` for a piece of a cut line;
+# digits bounded so that a stamp is never read as inf or a number too long to print
+_STAMP = re.compile(rb"\+(\d{1,15}\.\d{1,9})(~?)\t")
+KEEP_PIECES = 2  # of a run of pieces cut from one huge line: the first two and the last are kept
+_QUOTE = re.compile(r"(?:> ?)*")  # email quoting: ">", "> ", ">>" ... (one optional space each)
+_CHECKSUM_TAIL = re.compile(rb" ~[0-9A-F]{4}")
+_CHUNK = 1 << 20
 
 
 def _is_timestamped(head: bytes) -> bool:
     """The collector's console.log: every line `+SSSSS.ssssss<TAB>text`."""
-    first = head.split(b"\n", 1)[0]
-    if not first.startswith(_TS_PREFIX) or b"\t" not in first:
-        return False
-    try:
-        float(first[1:first.index(b"\t")])
-        return True
-    except ValueError:
-        return False
+    return _STAMP.match(head.split(b"\n", 1)[0]) is not None
+
+
+def bounded_pieces(lines: Iterable[Line], keep: int = KEEP_PIECES) -> Iterator[Line]:
+    """Lines with every run of truncated pieces cut to its first `keep` pieces and its last one,
+    so that a log of one huge line costs a few Lines (the run path's read_log does the same)."""
+    run, held = 0, None
+    for ln in lines:
+        if ln.truncated:
+            run += 1
+            if run <= keep:
+                yield ln
+            else:
+                held = ln
+            continue
+        if held is not None:
+            yield held
+            held = None
+        run = 0
+        yield ln
+    if held is not None:
+        yield held
+
+
+def _split(data: bytes, start: int = 0) -> list[Line]:
+    """split_all of data[start:], fed in chunks, with runs of pieces bounded (bounded_pieces)."""
+    sp = LineSplitter()
+    view = memoryview(data)
+
+    def pieces() -> Iterator[Line]:
+        for pos in range(start, len(data), _CHUNK):
+            yield from sp.feed(bytes(view[pos:pos + _CHUNK]))
+        yield from sp.flush()
+    return list(bounded_pieces(pieces()))
+
+
+def _timestamped(data: bytes) -> list[Line]:
+    def lines() -> Iterator[Line]:
+        for raw in data.splitlines():
+            m = _STAMP.match(raw)
+            if m:
+                t, cut, body = float(m[1]), m[2] == b"~", raw[m.end():]
+            else:
+                t, cut, body = None, False, raw
+            if b"\0" in body:
+                body = body.replace(b"\0", b"")
+            if body.strip():
+                yield parse_line(body[:MAX_LINE], t, cut or len(body) > MAX_LINE)
+    return list(bounded_pieces(lines()))
+
+
+def _fletcher_join(cs_a: int, b: bytes) -> int:
+    """checksum(A + b) from checksum(A) and b: s1 adds, and every prefix sum over b carries
+    s1(A) once more."""
+    cs_b = checksum(b)
+    s1 = (cs_a + cs_b) & 0xFF
+    s2 = ((cs_a >> 8) + len(b) * (cs_a & 0xFF) + (cs_b >> 8)) & 0xFF
+    return (s2 << 8) | s1
+
+
+def _fletcher_cut(cs_ab: int, b: bytes) -> int:
+    """checksum(A) from checksum(A + b) and b: _fletcher_join undone."""
+    cs_b = checksum(b)
+    s1 = (cs_ab - cs_b) & 0xFF
+    s2 = ((cs_ab >> 8) - (cs_b >> 8) - len(b) * s1) & 0xFF
+    return (s2 << 8) | s1
+
+
+class _Join:
+    """A KT line growing by the lines after it: its pieces, length, checksum and last bytes
+    (the bytes themselves are joined only for the candidate that verifies)."""
+
+    def __init__(self, parts: tuple[bytes, ...], size: int, cs: int, tail: bytes):
+        self.parts, self.size, self.cs, self.tail = parts, size, cs, tail
+
+    @classmethod
+    def of(cls, text: bytes) -> "_Join":
+        return cls((text,), len(text), checksum(text), text[-6:])
+
+    def plus(self, sep: bytes, piece: bytes) -> "_Join":
+        return _Join(self.parts + (sep, piece), self.size + len(sep) + len(piece),
+                     _fletcher_join(_fletcher_join(self.cs, sep), piece), (self.tail + sep + piece[-6:])[-6:])
+
+    def verifies(self) -> bool:
+        """Its last six bytes are ` ~CCCC` and CCCC is the checksum of what stands before."""
+        tail = self.tail
+        return (_CHECKSUM_TAIL.fullmatch(tail) is not None
+                and int(tail[2:], 16) == _fletcher_cut(self.cs, tail))
+
+    def text(self) -> bytes:
+        return b"".join(self.parts)
+
+
+def _rejoined(first: Line, lines: list[Line], start: int, limit: int) -> tuple[Line, int] | None:
+    """The KT line `first` joined with the lines from `start` on into a line whose checksum
+    verifies, and the index after the last line taken; None if none does.
+
+    A wrap dropped either nothing (a hard wrap inside a token) or one space (a wrap at a space):
+    both are tried at the last wrap, and at the wraps before it the same choice throughout.
+    Stops at the next line that begins a payload line, after `limit` lines or MAX_LINE bytes.
+    Checksums are extended, never recomputed, so a search costs the bytes it looks at and the
+    whole rejoining is linear in the log."""
+    tight = spaced = _Join.of(first.text.encode("utf-8", "replace"))
+    for j in range(start, min(len(lines), start + limit)):
+        nxt = lines[j].text
+        piece = nxt.encode("utf-8", "replace")
+        if nxt.startswith("KT ") or spaced.size + 1 + len(piece) > MAX_LINE:
+            return None
+        for cand in (tight.plus(b"", piece), spaced.plus(b" ", piece),
+                     tight.plus(b" ", piece), spaced.plus(b"", piece)):
+            if cand.verifies():
+                got = parse_line(cand.text(), first.t)
+                if got.record is not None:
+                    return got, j + 1
+        tight, spaced = tight.plus(b"", piece), spaced.plus(b" ", piece)
+    return None
 
 
 def _rejoin_wrapped(lines: list[Line], limit: int = 40) -> list[Line]:
     """Email clients wrap long lines: a KT line whose checksum fails is joined with the lines
-    after it (with and without a space) until the checksum verifies."""
+    after it (with and without a space at each wrap) until the checksum verifies."""
     out: list[Line] = []
     i = 0
     while i < len(lines):
         ln = lines[i]
-        if ln.bad_checksum and ln.text.startswith("KT "):
-            joined = ln.text
-            for j in range(i + 1, min(len(lines), i + limit)):
-                nxt = lines[j].text
-                got = None
-                for cand in (joined + nxt, joined + " " + nxt):
-                    p = parse_line(cand.encode("utf-8", "replace"), ln.t)
-                    if p.record is not None:
-                        got = p
-                        break
-                if got is not None:
-                    out.append(got)
-                    i = j + 1
-                    break
-                joined += nxt
-                if len(joined) > MAX_LINE:
-                    break
-            else:
-                out.append(ln)
-                i += 1
-            if out and out[-1] is not ln and out[-1].record is not None:
-                continue
-            if not out or out[-1] is not ln:
-                out.append(ln)
-                i += 1
-            continue
-        out.append(ln)
         i += 1
+        if ln.bad_checksum and ln.text.startswith("KT "):
+            got = _rejoined(ln, lines, i, limit)
+            if got is not None:
+                ln, i = got
+        out.append(ln)
     return out
+
+
+def _email(lines: list[Line]) -> list[Line]:
+    out = []
+    for ln in lines:
+        t = ln.text[_QUOTE.match(ln.text).end():]
+        if t.strip():
+            out.append(parse_line(t.encode("utf-8", "replace"), ln.t, ln.truncated))
+    return _rejoin_wrapped(out)
 
 
 def lines_from_log(data: bytes, prefilter: dict | None = None) -> tuple[list[Line], str]:
     """Lines of a saved log and its format: "timestamped" (the collector's console.log),
     "email" (pasted with "> " quoting, possibly wrapped) or "raw" (bytes from the wire).
-    `prefilter` (keyword arguments of prefiltered_lines) speeds up large raw logs."""
+    `prefilter` (keyword arguments of prefiltered_lines) speeds up large raw logs.
+    Time is linear in the log; a huge line costs a few Lines (bounded_pieces)."""
     if _is_timestamped(data[:200]):
-        out = []
-        for raw in data.splitlines():
-            ts, tab, body = raw.partition(b"\t")
-            t = None
-            if tab and ts.startswith(_TS_PREFIX):
-                try:
-                    t = float(ts[1:])
-                except ValueError:
-                    t, body = None, raw
-            else:
-                body = raw
-            body = body.replace(b"\0", b"")
-            if body.strip():
-                out.append(parse_line(body[:MAX_LINE], t, len(body) > MAX_LINE))
-        return out, "timestamped"
+        return _timestamped(data), "timestamped"
     if prefilter and len(data) > FAST_MIN and data[:4000].count(b"\n>") < 10:
         return prefiltered_lines(data, **prefilter), "raw"
-    lines = split_all(data)
+    lines = _split(data)
     quoted = sum(1 for ln in lines[:400] if ln.text.startswith(">"))
     if lines and quoted >= max(3, len(lines[:400]) // 3):
-        out = []
-        for ln in lines:
-            t = ln.text
-            while t.startswith(">"):
-                t = t[1:]
-                if t.startswith(" "):
-                    t = t[1:]
-            if t.strip():
-                out.append(parse_line(t.encode("utf-8", "replace"), ln.t, ln.truncated))
-        return _rejoin_wrapped(out), "email"
+        return _email(lines), "email"
     return lines, "raw"
 
 
@@ -151,7 +231,7 @@ def prefiltered_lines(data: bytes, keywords: tuple[bytes, ...], tail_markers: tu
             raw = raw.rstrip(b"\r")
             if raw and not raw.isspace():
                 out.append(parse_line(raw[:MAX_LINE], None, len(raw) > MAX_LINE))
-    return out + split_all(data[cut:])
+    return out + _split(data, cut)
 
 
 @lru_cache(maxsize=8)
