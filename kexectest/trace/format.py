@@ -35,7 +35,7 @@ def format_line(body: str) -> str:
 
 @dataclass
 class Record:
-    """One parsed payload line.  Every field has passed its format check (_FIELD_FORMS), so a
+    """One parsed payload line.  Every field has passed its format check (FIELD_FORMS), so a
     number read from it is never negative and never wider than the format prints it."""
 
     kind: str
@@ -73,36 +73,37 @@ class Line:
 _HEX_FIELD = re.compile(r"[0-9A-F]{1,8}").fullmatch
 _WORD = r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}"
 _NAME_OK = re.compile(_WORD).fullmatch
-_KEY_OK = re.compile(r"[A-Za-z0-9_]{1,32}").fullmatch
-_OTHER_VALUE = re.compile(r"[!-~]{1,64}").fullmatch  # a field this host does not read
 _DATA_HEX = re.compile(r"[0-9A-F]+").fullmatch
 _H2, _H4, _H8 = r"[0-9A-F]{2}", r"[0-9A-F]{4}", r"[0-9A-F]{8}"
-_FIELD_FORMS = {k: re.compile(v).fullmatch for k, v in {
+FIELD_FORMS = {
     "int": _H2, "ax": _H4, "dl": _H2, "i": r"[0-9]{1,3}", "cf": r"[01]",
     "eax": _H8, "ebx": _H8, "ecx": _H8, "edx": _H8, "esi": _H8, "edi": _H8,
     "ds": _H4, "es": _H4, "fl": _H4, "off": _H4, "tag": _WORD, "reason": _WORD,
     "version": _WORD, "build": r"(?:[0-9A-F]{2}){1,32}|none", "entry": r"[0-9]{2}",
     "uart": _H4, "div": _H4, "steps": r"[0-9]{3}", "errors": r"[0-9]{3}", "next": _WORD,
     "via": _WORD,
-}.items()}
-# state groups print registers, masks and counters as 1/2/4/8 hex digits, vectors as SSSS:OOOO
-_STATE_VALUE = re.compile(r"[0-9A-F]{1,2}|[0-9A-F]{4}|[0-9A-F]{8}|[0-9A-F]{4}:[0-9A-F]{4}").fullmatch
+}
+_KEY = r"[A-Za-z0-9_]{1,32}"
+# one token: a known key with its form, or any other key (one this host does not read) with a
+# printable value; state groups print registers, masks and counters as 1/2/4/8 hex digits and
+# vectors as SSSS:OOOO.  One regex for all of a line's fields keeps the collector's hot path cheap.
+_KNOWN = "|".join(f"{k}=(?:{v})" for k, v in FIELD_FORMS.items())
+_OTHER = rf"(?!(?:{'|'.join(FIELD_FORMS)})=){_KEY}=[!-~]{{1,64}}"
+_TOKEN = rf"(?:{_KNOWN}|{_OTHER})"
+_STATE_TOKEN = rf"{_KEY}=(?:[0-9A-F]{{1,2}}|{_H4}|{_H8}|{_H4}:{_H4})"
+_FIELDS_OK = re.compile(rf"(?:{_TOKEN}(?: {_TOKEN})*)?").fullmatch
+_STATE_FIELDS_OK = re.compile(rf"(?:{_STATE_TOKEN}(?: {_STATE_TOKEN})*)?").fullmatch
 MAX_DATA = 32  # bytes on one data line
 DATA_SPACE = 0x10000  # off + bytes stay within the 64 KiB the payload's word offset reaches
 
 
 def _fields(toks: list[str], state: bool) -> dict[str, str] | None:
-    """key=value tokens, each checked against its form; None if any breaks the format."""
-    fields: dict[str, str] = {}
-    for tok in toks:
-        key, eq, value = tok.partition("=")
-        if not eq or key in fields or not _KEY_OK(key):
-            return None
-        form = _STATE_VALUE if state else _FIELD_FORMS.get(key, _OTHER_VALUE)
-        if not form(value):
-            return None
-        fields[key] = value
-    return fields
+    """key=value tokens, each checked against its form; None if any breaks the format (or a
+    key appears twice)."""
+    if not (_STATE_FIELDS_OK if state else _FIELDS_OK)(" ".join(toks)):
+        return None
+    fields = dict(tok.split("=", 1) for tok in toks)
+    return fields if len(fields) == len(toks) else None
 
 
 def _parse_body(body: str) -> Record | None:
