@@ -36,18 +36,25 @@ def _workdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="kexectest-fuzz-", dir=base))
 
 
+def _limit_memory(mb: int) -> None:
+    """An address-space limit: an input that would take more fails with MemoryError (a crash)."""
+    if mb:
+        resource.setrlimit(resource.RLIMIT_AS, (mb << 20, mb << 20))
+
+
 def _worker(slot: int, tasks, results, current, started, args) -> None:
     """Runs blocks of indices from `tasks`; before each input its index and start time go to the
     shared arrays, so the parent can name the input of a worker that stopped answering."""
-    if args.memory_limit_mb:
-        lim = args.memory_limit_mb << 20
-        resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
+    _limit_memory(args.memory_limit_mb)
+    parent = os.getppid()
     whole, windows = fuzzing.seeds()
     work = _workdir()
     while True:
         try:
             block = tasks.get(timeout=1)
         except queue.Empty:
+            if os.getppid() != parent:
+                return  # the run was stopped
             continue
         if block is None:
             return
@@ -97,13 +104,18 @@ def run(args) -> dict:
             pass
         now = time.monotonic()
         for slot, p in list(procs.items()):
-            if started[slot] and now - started[slot] > hard_limit and p.is_alive():
-                # stuck where the time-limit signal cannot reach (inside one C call): a hang
+            stuck = started[slot] and now - started[slot] > hard_limit and p.is_alive()
+            died = not p.is_alive()
+            if stuck or died:
+                # stuck where the time-limit signal cannot reach (inside one C call): a hang;
+                # or the worker died (killed by the kernel, a crash of the interpreter)
                 i = current[slot]
-                p.kill()
+                if stuck:
+                    p.kill()
                 p.join()
                 stats["killed"] += 1
-                stats["found"].append((i, "hang", "hang (worker killed)", f"no answer in {hard_limit:.0f} s"))
+                stats["found"].append((i, "hang", "hang (worker killed)", f"no answer in {hard_limit:.0f} s")
+                                      if stuck else (i, "crash", "worker died", f"exit code {p.exitcode}"))
                 block_lo = args.start + (i - args.start) // BLOCK * BLOCK
                 block_hi = min(block_lo + BLOCK, args.start + args.inputs)
                 stats["inputs"] += i + 1 - block_lo  # the rest of its block runs again
@@ -138,6 +150,9 @@ def report(stats: dict, args) -> None:
         i, _k, _s, detail = next(c for c in crashes if c[2] == sig)
         print(f"\n  {n:7d}  {sig}\n           first: input {i}: {detail}")
         data = fuzzing.make_input(i, whole, windows, args.seed)
+        if not args.minimise:
+            print(f"           input ({len(data)} bytes): {data[:300]!r}")
+            continue
         small = fuzzing.minimise(data, lambda d: fuzzing.run_one(d, work, i, args.time_limit).signature == sig)
         print(f"           minimised ({len(small)} bytes): {small[:300]!r}")
         if args.save:
@@ -160,6 +175,8 @@ def main() -> None:
     ap.add_argument("--terminal-every", type=int, default=200, help="render the terminal table for every Nth input")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save", type=Path, help="write minimised crashing inputs and hanging inputs here")
+    ap.add_argument("--no-minimise", dest="minimise", action="store_false",
+                    help="print each signature's first input as it is")
     ap.add_argument("--only", type=int, help="run one input (by index) in this process and show its traceback")
     args = ap.parse_args()
     if args.only is not None:
@@ -172,7 +189,9 @@ def main() -> None:
                          render_terminal=True)
         print("no exception")
         return
-    report(run(args), args)
+    stats = run(args)
+    _limit_memory(args.memory_limit_mb)  # minimising re-runs the inputs here: same limit
+    report(stats, args)
 
 
 if __name__ == "__main__":

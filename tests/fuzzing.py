@@ -284,19 +284,28 @@ def run_one(data: bytes, workdir: Path, index: int, time_limit: float,
     """One input through both paths (the run path with one of the stop reasons, in turn);
     an exception is a crash, running past `time_limit` seconds a hang."""
     term = bool(terminal_every) and index % terminal_every == 0
-    old = signal.signal(signal.SIGALRM, _on_alarm)
+    armed = [True]
+
+    def on_alarm(*_):
+        if armed[0]:
+            raise Hang()
+    old = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, time_limit)
     try:
-        report_path(data, workdir, render_terminal=term)
-        run_path(data, workdir, STOP_REASONS[index % len(STOP_REASONS)], chunk=(index % 7) * 97,
-                 render_terminal=term)
-        return Outcome("ok")
-    except Hang:
+        try:
+            report_path(data, workdir, render_terminal=term)
+            run_path(data, workdir, STOP_REASONS[index % len(STOP_REASONS)], chunk=(index % 7) * 97,
+                     render_terminal=term)
+            armed[0] = False
+            return Outcome("ok")
+        except Hang:
+            armed[0] = False
+            return Outcome("hang", "hang", f"over {time_limit} s")
+        except Exception as exc:  # noqa: BLE001 - every exception (MemoryError too) is a finding
+            armed[0] = False
+            return Outcome("crash", signature(exc), f"{type(exc).__name__}: {str(exc)[:200]}")
+    except Hang:  # the limit fell while an exception was on its way out: still over the limit
         return Outcome("hang", "hang", f"over {time_limit} s")
-    except MemoryError as exc:
-        return Outcome("crash", signature(exc), "MemoryError")
-    except Exception as exc:  # noqa: BLE001 - every exception is a finding
-        return Outcome("crash", signature(exc), f"{type(exc).__name__}: {str(exc)[:200]}")
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)

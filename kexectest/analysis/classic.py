@@ -120,12 +120,16 @@ def analyze_classic(lines: list[Line], *, stop_reason: str = "replay",
                 try:
                     ln_s, rest = value.split(" @ ")
                     base_s, typ = rest.split(" type: ")
+                    if max(len(ln_s), len(base_s), len(typ)) > 16:
+                        raise ValueError("wider than an E820 field")
                     e820.append({"base": int(base_s, 16), "length": int(ln_s, 16), "type": int(typ, 16)})
                 except ValueError:
                     pass
                 results[i] = {"entries": e820}
             else:
                 results[i] = {"text": value}
+    if last is None and start is not None:  # the start line was found, behind text match() does not strip
+        last, status[0] = (0, "value", ""), "ok"
     a.e820 = e820
     hang_i = between = None
     finished = last is not None and STEPS[last[0]][0] == "halt"

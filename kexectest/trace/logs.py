@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
+
+import hyperscan
 
 from .format import MAX_LINE, Line, LineSplitter, checksum, parse_line
 
@@ -189,18 +191,18 @@ def prefiltered_lines(data: bytes, keywords: tuple[bytes, ...], tail_markers: tu
     `keywords` are kept (plus `block_lines` after those holding one of `block_after`, so a
     trouble block is quoted whole); the payload region is split in full.
 
-    One pass of one alternation regex finds the keyword lines (the scan is the cost: the rest
-    touches only the lines kept)."""
+    The scan is the cost, so it is Hyperscan's: all keywords in one SIMD pass, stopped at the
+    first hit and resumed after that line (benchmarks/bench_replay.py measured it against
+    re, google-re2, ahocorasick-rs and pyahocorasick); the rest touches only the lines kept."""
     cands = [data.rfind(m) for m in tail_markers] + [data.find(b"KT ")]
     cands = [c for c in cands if c >= 0]
     cut = min(cands) if cands else max(0, len(data) - (1 << 20))
     cut = data.rfind(b"\n", 0, cut) + 1
     runs: list[tuple[int, int]] = []  # (first line start, end of the last line) of kept lines
-    search = _keyword_regex(keywords).search if keywords else None
+    first = _first_hit(data, keywords, cut) if any(keywords) else None
     find, rfind = data.find, data.rfind
-    m = search(data, 0, cut) if search else None
-    while m is not None:
-        pos = m.start()
+    pos = first(0) if first else -1
+    while pos >= 0:
         s = rfind(b"\n", 0, pos) + 1
         nl = find(b"\n", pos, cut)
         end = nl if nl >= 0 else cut
@@ -217,7 +219,7 @@ def prefiltered_lines(data: bytes, keywords: tuple[bytes, ...], tail_markers: tu
         runs.append((s, end))
         if nl < 0:
             break
-        m = search(data, nl, cut)
+        pos = first(nl)
     out: list[Line] = []
     last = -1  # end of the lines already taken
     for s, e in runs:  # in file order; a block may overlap the next hits
@@ -225,15 +227,55 @@ def prefiltered_lines(data: bytes, keywords: tuple[bytes, ...], tail_markers: tu
             continue
         s = max(s, last + 1)
         last = e
-        for raw in data[s:e].split(b"\n"):
+        _kernel_lines(data[s:e], out)
+    return out + _split(data, cut)
+
+
+def _kernel_lines(chunk: bytes, out: list[Line]) -> None:
+    """The lines of a run kept before the payload region.  No line there holds `KT ` (the
+    region starts at the first), so none is a payload line: the run is decoded at once and its
+    Lines made directly, unless a NUL or a line past MAX_LINE asks for parse_line's care."""
+    parts = chunk.split(b"\n")
+    if b"\0" in chunk or (len(chunk) > MAX_LINE and max(map(len, parts)) > MAX_LINE):
+        for raw in parts:
             if b"\0" in raw:
                 raw = raw.replace(b"\0", b"")
             raw = raw.rstrip(b"\r")
             if raw and not raw.isspace():
                 out.append(parse_line(raw[:MAX_LINE], None, len(raw) > MAX_LINE))
-    return out + _split(data, cut)
+        return
+    for text in chunk.decode("utf-8", "replace").split("\n"):
+        text = text.rstrip()
+        if text:
+            out.append(Line(text, None, None, False, False, len(text)))
+
+
+def _first_hit(data: bytes, keywords: tuple[bytes, ...], end: int) -> Callable[[int], int]:
+    """first(pos): where the first line at or after `pos` (before `end`) that holds a keyword
+    has one (a position inside that line), or -1.  Keywords hold no newline, so the first match
+    to end lies in the first line with any."""
+    db = _keyword_db(keywords)
+    scratch = hyperscan.Scratch(db)  # one per call: replays may run in several threads
+    view = memoryview(data)
+    got: list[int] = []
+
+    def on_match(_id, _start, stop, _flags, _ctx):
+        got.append(stop)
+        return True  # the first is enough: stop the scan
+
+    def first(pos: int) -> int:
+        got.clear()
+        try:
+            db.scan(view[pos:end], match_event_handler=on_match, scratch=scratch)
+        except hyperscan.ScanTerminated:
+            pass
+        return pos + got[0] - 1 if got else -1
+    return first
 
 
 @lru_cache(maxsize=8)
-def _keyword_regex(keywords: tuple[bytes, ...]) -> re.Pattern:
-    return re.compile(b"|".join(re.escape(kw) for kw in sorted(set(keywords), key=len, reverse=True)))
+def _keyword_db(keywords: tuple[bytes, ...]) -> hyperscan.Database:
+    db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    kws = sorted(set(keywords) - {b""})
+    db.compile(expressions=kws, ids=list(range(len(kws))), elements=len(kws), flags=0, literal=True)
+    return db
