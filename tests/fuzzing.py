@@ -211,10 +211,10 @@ def report_path(data: bytes, workdir: Path, render_terminal: bool = False) -> st
 def run_path(data: bytes, workdir: Path, stop_reason: str, chunk: int = 0,
              render_terminal: bool = False) -> str:
     """`kexectest run`: the bytes through a Capture as they arrive (in chunks), its console.log
-    read back with read_log, analysed with the capture's stop reason."""
+    read back with read_log, analysed with the capture's stop reason, report.json made
+    (summary.md's renderer is the report path's)."""
     from kexectest.analysis.replay import analyze_capture
     from kexectest.capture.capture import LOG_NAME, Capture, read_log
-    from kexectest.output.report import render_summary_md
     cdir = workdir / "capture"
     for name in ("console.raw", LOG_NAME):
         try:
@@ -233,7 +233,6 @@ def run_path(data: bytes, workdir: Path, stop_reason: str, chunk: int = 0,
     a = analyze_capture(lines, stop_reason=stop_reason,
                         silence_s=30.0 if stop_reason == "timeout" else None)
     _outputs(a, render_terminal)
-    render_summary_md(a, {})
     return a.verdict
 
 
