@@ -297,6 +297,7 @@ _log_pieces = st.sampled_from([b"noise line\n", b"[ 1.0] BUG: x\n", b"WARNING: C
 @given(st.lists(_log_pieces, max_size=60), st.integers(0, 4))
 @example([b"[ 1.0] BUG: x\n", b"panic BUG\n"] + [b"noise line\n"] * 5 + [b"hand-off\n"], 2)
 @example([b"panic BUG\n", b"noise line\n", b"panic BUG\n"] + [b"noise line\n"] * 5, 3)
+@example([b"[ 1.0] BUG: x\n", b"y" * 5000, b"\n", b"\xff\xfe BUG \xc3\n", b" cont\r\n", b"hand-off\n"], 2)
 def test_prefiltered_lines_match_the_plain_scan(pieces, block_lines):
     from kexectest.trace import prefiltered_lines
     data = b"".join(pieces)
