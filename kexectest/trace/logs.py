@@ -194,8 +194,7 @@ def prefiltered_lines(data: bytes, keywords: tuple[bytes, ...], tail_markers: tu
     The scan is the cost, so it is Hyperscan's: all keywords in one SIMD pass, stopped at the
     first hit and resumed after that line (benchmarks/bench_replay.py measured it against
     re, google-re2, ahocorasick-rs and pyahocorasick); the rest touches only the lines kept."""
-    cands = [data.rfind(m) for m in tail_markers] + [data.find(b"KT ")]
-    cands = [c for c in cands if c >= 0]
+    cands = _region_marks(data, tail_markers)
     cut = min(cands) if cands else max(0, len(data) - (1 << 20))
     cut = data.rfind(b"\n", 0, cut) + 1
     runs: list[tuple[int, int]] = []  # (first line start, end of the last line) of kept lines
@@ -211,11 +210,7 @@ def prefiltered_lines(data: bytes, keywords: tuple[bytes, ...], tail_markers: tu
             if runs and runs[-1][1] > end:  # the block before already reaches past this line
                 more -= data.count(b"\n", end, runs[-1][1])
                 end = runs[-1][1]
-            for _ in range(max(0, more)):
-                if end >= cut or end + 1 >= cut:
-                    break
-                nxt = find(b"\n", end + 1, cut)
-                end = nxt if nxt >= 0 else cut
+            end = _block_end(data, end, cut, more)
         runs.append((s, end))
         if nl < 0:
             break
@@ -231,23 +226,62 @@ def prefiltered_lines(data: bytes, keywords: tuple[bytes, ...], tail_markers: tu
     return out + _split(data, cut)
 
 
+def _block_end(data: bytes, end: int, cut: int, more: int) -> int:
+    """The end of the `more` lines after the line ending at `end` (fewer where `cut` comes
+    first): one regex match instead of a find per line."""
+    if more <= 0 or end + 1 >= cut:
+        return end
+    m = _lines_rx(more).match(data, end + 1, cut)
+    taken = data.count(b"\n", end + 1, m.end())
+    if taken == more:
+        return m.end() - 1
+    last_nl = m.end() - 1 if taken else end  # out of whole lines before `cut`
+    return cut if last_nl + 1 < cut else last_nl
+
+
+@lru_cache(maxsize=8)
+def _lines_rx(n: int) -> re.Pattern:
+    """Up to n whole lines (possessive: no backtracking over a long line)."""
+    return re.compile(rb"(?:[^\n]*+\n){0,%d}" % n)
+
+
 def _kernel_lines(chunk: bytes, out: list[Line]) -> None:
     """The lines of a run kept before the payload region.  No line there holds `KT ` (the
     region starts at the first), so none is a payload line: the run is decoded at once and its
     Lines made directly, unless a NUL or a line past MAX_LINE asks for parse_line's care."""
-    parts = chunk.split(b"\n")
-    if b"\0" in chunk or (len(chunk) > MAX_LINE and max(map(len, parts)) > MAX_LINE):
-        for raw in parts:
+    if b"\0" in chunk or (len(chunk) > MAX_LINE and max(map(len, chunk.split(b"\n"))) > MAX_LINE):
+        for raw in chunk.split(b"\n"):
             if b"\0" in raw:
                 raw = raw.replace(b"\0", b"")
             raw = raw.rstrip(b"\r")
             if raw and not raw.isspace():
                 out.append(parse_line(raw[:MAX_LINE], None, len(raw) > MAX_LINE))
         return
-    for text in chunk.decode("utf-8", "replace").split("\n"):
-        text = text.rstrip()
-        if text:
-            out.append(Line(text, None, None, False, False, len(text)))
+    out += [Line(text, None, None, False, False, len(text))
+            for text in map(str.rstrip, chunk.decode("utf-8", "replace").split("\n")) if text]
+
+
+def _region_marks(data: bytes, tail_markers: tuple[bytes, ...]) -> list[int]:
+    """Where the payload region may start: the last place of each tail marker found, and the
+    first `KT `, in one Hyperscan pass (a `KT ` is reported once, markers are rare)."""
+    pats = sorted(set(tail_markers) - {b""}) + [b"KT "]
+    db = _marks_db(tuple(pats[:-1]))
+    seen: dict[int, int] = {}
+
+    def on_match(i, _start, stop, _flags, _ctx):
+        seen[i] = stop - len(pats[i])
+        return False
+    db.scan(data, match_event_handler=on_match, scratch=hyperscan.Scratch(db))
+    return sorted(seen.values())
+
+
+@lru_cache(maxsize=8)
+def _marks_db(markers: tuple[bytes, ...]) -> hyperscan.Database:
+    db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    pats = list(markers) + [b"KT "]
+    flags = [0] * len(markers) + [hyperscan.HS_FLAG_SINGLEMATCH]
+    db.compile(expressions=pats, ids=list(range(len(pats))), elements=len(pats), flags=flags, literal=True)
+    return db
 
 
 def _first_hit(data: bytes, keywords: tuple[bytes, ...], end: int) -> Callable[[int], int]:
