@@ -33,7 +33,7 @@ def format_line(body: str) -> str:
     return f"{body} ~{checksum(body.encode('ascii')):04X}"
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
     """One parsed payload line.  Every field has passed its format check (FIELD_FORMS), so a
     number read from it is never negative and never wider than the format prints it."""
@@ -54,9 +54,10 @@ class Record:
         return int(v, 16)
 
 
-@dataclass
+@dataclass(slots=True)
 class Line:
-    """One line of the console: text plus the payload record when it is a valid KT line."""
+    """One line of the console: text plus the payload record when it is a valid KT line.
+    (Slots: a replay makes tens of thousands of these; half the memory, made faster.)"""
 
     text: str
     t: float | None = None
