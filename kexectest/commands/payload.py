@@ -118,12 +118,14 @@ def _render(img: pl.PayloadImage, console) -> None:
     console.print(cfg)
 
     st = Table(title=f"steps ({len(img.steps)})")
-    for col in ("#", "id", "int", "flags", "eax", "ebx", "ecx", "edx", "handler"):
-        st.add_column(col, justify="right" if col not in ("id",) else "left")
+    for col in ("#", "id", "int", "function", "flags", "eax", "ebx", "ecx", "edx", "handler",
+                "title"):
+        st.add_column(col, justify="left" if col in ("id", "function", "title") else "right")
     for s in img.steps:
+        title = "-" if s.title is None else s.title + (" (optional)" if s.optional else "")
         st.add_row(f"{s.index:03d}", s.name, f"{s.int:02X}h" if s.int else "-",
-                   f"{s.flags:04x}", f"{s.eax:08x}", f"{s.ebx:08x}", f"{s.ecx:08x}",
-                   f"{s.edx:08x}", _hex(s.handler) if s.handler else "-")
+                   s.function or "-", f"{s.flags:04x}", f"{s.eax:08x}", f"{s.ebx:08x}",
+                   f"{s.ecx:08x}", f"{s.edx:08x}", _hex(s.handler) if s.handler else "-", title)
     console.print(st)
 
     style = {"ok": "green", "warning": "yellow", "error": "bold red"}
