@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from kexectest import payload as pl
 from kexectest.errors import VERDICT_EXIT, Exit, KexectestError
+from kexectest.payload.options import CONFIG_OPTION_NAMES
 
 SRC = pl.payload_dir() / pl.SOURCE_NAME
 
@@ -512,3 +513,50 @@ def test_no_step_table_without_binutils(tmp_path):
     assert rep["steps"][9]["id"] == "e820"  # from its begin line
     assert all(s["title"].startswith("untitled (no step table") for s in rep["steps"])
     assert rep["steps"][42]["id"] == "step-042"  # never begun: no name to give it
+
+
+# --- the payload options: one table ---------------------------------------------------------
+
+
+def sample(o):
+    """A value for option `o` that differs from the payload's default and is valid."""
+    return {"int": lambda: o.default // 2, "port": lambda: o.default + 8, "step": lambda: "e820",
+            "steps": lambda: ("e820", "1"), "switch": lambda: not o.default}[o.kind]()
+
+
+def test_option_defaults_are_the_built_payloads(img):
+    from kexectest.payload.options import OPTIONS
+
+    built = img.config.to_dict()
+    built.update(hang_at=built["hang_step"], reset_at=built["reset_step"], skip=tuple(built["skip"]))
+    assert [(o.name, o.default) for o in OPTIONS] == [(o.name, built[o.name]) for o in OPTIONS]
+
+
+@pytest.mark.parametrize("name", CONFIG_OPTION_NAMES)
+def test_every_option_row_reaches_the_config_block(elf, img, tmp_path, name):
+    """Each row alone makes its click option, its `kexectest load` words and its patch: the
+    words the table writes parse back to the same value and change the built config block."""
+    import click
+    from click.testing import CliRunner
+
+    from kexectest.commands.payload import config_options
+    from kexectest.payload.options import BY_NAME, config_argv, config_kwargs
+
+    o = BY_NAME[name]
+    seen: list[dict] = []
+
+    @click.command()
+    @config_options
+    def cmd(**options):
+        seen.append(config_kwargs(options))
+
+    res = CliRunner().invoke(cmd, o.argv(sample(o)))
+    assert res.exit_code == 0, res.output
+    kw = seen[-1]
+    assert CliRunner().invoke(cmd, config_argv(kw)).exit_code == 0 and seen[-1] == kw
+    assert [k for k, v in kw.items() if v not in (None, ())] == [o.implies or o.name]
+    before = img.config.to_dict()
+    after = pl.PayloadImage.open(pl.patch(elf, tmp_path / "o.elf", **kw)).config.to_dict()
+    assert after != before
+    if o.kind == "switch":
+        assert after["flags"] ^ before["flags"] == o.flag

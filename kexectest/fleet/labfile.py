@@ -18,14 +18,12 @@ from typing import Any
 
 from ..errors import Exit, KexectestError
 from ..lab.shape import Shape
+from ..payload.options import LAB_KEYS
 
 # key -> accepted types, per table.  One table of facts, not code paths.
 _SERIAL = {"url": str, "baud": int, "parity": str, "rtscts": bool, "xonxoff": bool}
 _TRIGGER = {"kind": str, "login": str, "password_env": str, "prompt": str, "command": str, "ssh": str}
-_LOAD = {
-    "via": str, "payload": str, "hang_at": (str, int), "reset_at": (str, int), "skip": list,
-    "uart_base": (str, int), "baud": int, "int19": bool, "args": list,
-}
+_LOAD = {"via": str, "payload": str, "args": list, **LAB_KEYS}  # + every payload option
 _POWER = {"on": str, "off": str, "cycle": str, "timeout": (int, float)}
 _QEMU = {"machine": str, "memory": int, "smp": int, "disks": int, "accel": str}
 _LABGRID = {"coordinator": str, "place": str, "tags": dict}
