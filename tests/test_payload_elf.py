@@ -423,11 +423,13 @@ def test_catalogue_is_the_elf(elf, img):
         assert _same_table(cat, img) and str(elf) in cat.source and cat.missing is None
         assert list(catalog.STEP_IDS) == [s.name for s in img.steps]
         assert set(catalog.OPTIONAL_SERVICES) == {s.name for s in img.steps if s.optional}
-        assert catalog.step_info("e820") == catalog.STEPS["e820"] and catalog.STEPS["e820"].index == 9
+        assert catalog.step_info("e820") == catalog.STEPS["e820"]
+        assert catalog.STEPS["e820"].index == 9
     fields = {"cf": "1", "eax": "00008600"}  # AH=86h: function not supported
     unsupported = Regs(Record("end", 0, "apm-check", fields, None, None))
     assert decode_call("apm-check", unsupported, {}).status == "ok"  # optional: information
-    assert decode_call("e801", Regs(Record("end", 0, "e801", fields, None, None)), {}).status == "error"
+    required = Regs(Record("end", 0, "e801", fields, None, None))
+    assert decode_call("e801", required, {}).status == "error"
 
 
 def test_catalogue_follows_the_payload_given(img, tmp_path):
@@ -459,7 +461,8 @@ def test_step_without_title_does_not_assemble(elf, tmp_path):
     with open(src / "steps.S", "a") as f:
         f.write("\n\t.subsection 2\n\tSTEP extra, 0x15, eax=0xE801\n\t.subsection 0\n")
     env = {**os.environ, "KEXECTEST_PAYLOAD_DIR": str(src)}
-    line = assert_one_line_error(run_cli("build", "-o", tmp_path / "x.elf", env=env), Exit.BAD_INPUT)
+    proc = run_cli("build", "-o", tmp_path / "x.elf", env=env)
+    line = assert_one_line_error(proc, Exit.BAD_INPUT)
     assert "assembler failed" in line and "STEP extra: no title" in line
 
 
@@ -489,7 +492,8 @@ def test_metadata_that_does_not_match_the_table_is_bad_input(elf, img, tmp_path)
         meta = tmp_path / f"{name}.bin"
         meta.write_bytes(("kt-step-meta 1\0" + "".join(body)).encode())
         bad = tmp_path / f"{name}.elf"
-        subprocess.run(["objcopy", "--update-section", f".kt_step_meta={meta}", elf, bad], check=True)
+        subprocess.run(["objcopy", "--update-section", f".kt_step_meta={meta}", elf, bad],
+                       check=True)
         line = assert_one_line_error(run_cli("inspect", bad), Exit.BAD_INPUT)
         assert ".kt_step_meta" in line and str(bad) in line, (name, line)
 
@@ -528,7 +532,8 @@ def test_option_defaults_are_the_built_payloads(img):
     from kexectest.payload.options import OPTIONS
 
     built = img.config.to_dict()
-    built.update(hang_at=built["hang_step"], reset_at=built["reset_step"], skip=tuple(built["skip"]))
+    built.update(hang_at=built["hang_step"], reset_at=built["reset_step"],
+                 skip=tuple(built["skip"]))
     assert [(o.name, o.default) for o in OPTIONS] == [(o.name, built[o.name]) for o in OPTIONS]
 
 

@@ -99,7 +99,8 @@ def run_cmd(machine, memory, smp, disks, accel, loader, payload, out_dir, timeou
         raise KexectestError(f"lab run: load option(s) {', '.join(sorted(unknown))} are not "
                              "supported by the virtual lab", Exit.CONFIG)
     # options given here win over the lab file's, value by value (run_virtual reads them both)
-    cfg.update({k: v for k, v in options.items() if k in CONFIG_OPTION_NAMES and v not in (None, ())})
+    cfg.update({k: v for k, v in options.items()
+                if k in CONFIG_OPTION_NAMES and v not in (None, ())})
 
     console = Console(stderr=json_output, highlight=False)
     result = run_virtual(

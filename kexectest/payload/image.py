@@ -230,9 +230,9 @@ class PayloadImage:
             raise _bad(self.path, f"{STEP_META_SECTION} is not '{STEP_META_FORMAT}' step metadata")
         body = [f.decode("utf-8", "replace") for f in fields[1:-1]]
         records = [body[i:i + 4] for i in range(0, len(body), 4)]
-        if len(body) % 4 or len(records) != len(self.steps):
-            raise _bad(self.path, f"{STEP_META_SECTION} describes {len(body) / 4:g} steps, the step "
-                                  f"table has {len(self.steps)}")
+        if len(body) != 4 * len(self.steps):
+            raise _bad(self.path, f"{STEP_META_SECTION} holds {len(body)} strings, not 4 for each "
+                                  f"of the {len(self.steps)} steps")
         for n, ((sid, title, fn, need), step) in enumerate(zip(records, self.steps)):
             where = f"{STEP_META_SECTION} record {n} ({sid})"
             if sid != step.name:

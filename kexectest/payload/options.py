@@ -58,7 +58,8 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("uart_base", "port", 0x3F8, "UART I/O base the payload writes to (COM1 0x3f8, COM2 0x2f8)"),
+    Option("uart_base", "port", 0x3F8,
+           "UART I/O base the payload writes to (COM1 0x3f8, COM2 0x2f8)"),
     Option("baud", "int", 115200, "Payload baud rate (divides 115200)"),
     Option("skip", "steps", (), "Skip a step (id or number); repeatable"),
     Option("hang_at", "step", None, "Hang on purpose at this step (tests the collector)"),
