@@ -149,9 +149,10 @@ class FakeSys:
     real directories, files and relative symlinks, as sysfs lays them out."""
 
     def __init__(self, root: Path):
-        self.sys, self.proc = root / "sys", root / "proc"
+        self.sys, self.proc, self.dev = root / "sys", root / "proc", root / "dev"
         self.proc.mkdir(parents=True)
-        for d in ("bus/pci/devices", "class/drm", "class/graphics", "class/input"):
+        self.dev.mkdir()
+        for d in ("bus/pci/devices", "class/drm", "class/graphics", "class/input", "block"):
             (self.sys / d).mkdir(parents=True)
 
     def _link(self, at: Path, target: Path):
@@ -209,6 +210,20 @@ class FakeSys:
         (i / "capabilities" / "ev").write_text(f"{ev:x}\n")
         self._link(self.sys / "class" / "input" / i.name, i)
 
+    def disk(self, name, parent: Path, sectors, removable=0, signature=None):
+        """A disk under `parent` (its device node a plain file holding the first sector)."""
+        b = parent / "block" / name
+        b.mkdir(parents=True)
+        (b / "size").write_text(f"{sectors}\n")
+        (b / "removable").write_text(f"{removable}\n")
+        self._link(b / "device", parent)
+        self._link(self.sys / "block" / name, b)
+        if signature is not None:
+            sector = bytearray(512)
+            sector[0x1B8:0x1BC] = signature.to_bytes(4, "little")
+            sector[510:512] = b"\x55\xaa"
+            (self.dev / name).write_bytes(bytes(sector))
+
     def edd(self, dev, pci_dir=None):
         e = self.sys / "firmware" / "edd" / f"int13_dev{dev}"
         e.mkdir(parents=True)
@@ -240,6 +255,12 @@ def fake(tmp_path):
             xhci / "usb1" / "1-1" / "1-1:1.0" / "0003:0627:0001.0001")
     f.edd("80", ahci)
     f.edd("81")
+    f.disk("sda", ahci / "ata1" / "host0" / "target0:0:0" / "0:0:0:0", 32768, signature=0x4B545330)
+    f.disk("sr0", ahci / "ata2" / "host1" / "target1:0:0" / "1:0:0:0", 0, removable=1,
+           signature=0x11111111)  # removable: never read
+    loop = f.sys / "devices" / "virtual" / "block" / "loop0"  # no device under it: left out
+    loop.mkdir(parents=True)
+    f._link(f.sys / "block" / "loop0", loop)
     (f.proc / "modules").write_text(
         "ahci 45056 0 - Live 0x0000000000000000\n"
         "libahci 49152 1 ahci, Live 0x0000000000000000\n"
@@ -248,7 +269,7 @@ def fake(tmp_path):
 
 
 def test_devices_read_from_a_sysfs_tree(fake):
-    got = sn.read_devices(fake.sys, fake.proc)
+    got = sn.read_devices(fake.sys, fake.proc, fake.dev)
     pci = {fn["bdf"]: fn for fn in got["pci"]}
     assert list(pci) == sorted(pci) and len(pci) == 6
     assert pci["0000:00:1f.2"] == {"bdf": "0000:00:1f.2", "vendor": 0x8086, "device": 0x2922,
@@ -268,6 +289,10 @@ def test_devices_read_from_a_sysfs_tree(fake):
                                 "phys": "isa0060/serio0/input0", "ev": 0x120013, "pci": None}
     assert inputs["input3"]["pci"] == "0000:00:04.0" and inputs["input3"]["ev"] == 0x120013
     assert [i["id"] for i in got["input"]] == ["input0", "input1", "input3"]
+    assert got["block"] == [
+        {"name": "sda", "sectors": 32768, "removable": 0, "pci": "0000:00:1f.2",
+         "mbr_signature": 0x4B545330},
+        {"name": "sr0", "sectors": 0, "removable": 1, "pci": "0000:00:1f.2", "mbr_signature": None}]
     edd = sn.read_edd(fake.sys / "firmware" / "edd")
     assert edd["80"]["pci_dev"] == "0000:00:1f.2" and "pci_dev" not in edd["81"]
     assert edd["80"]["host_bus"] == "PCI \t00:01.1  channel: 0"
@@ -276,7 +301,7 @@ def test_devices_read_from_a_sysfs_tree(fake):
 def test_devices_round_trip_through_a_noisy_console(fake):
     snap = {"kernel": {"release": "6.1.0-13-amd64", "machine": "x86_64", "cmdline": ""},
             "boot_mode": "bios", "edd": sn.read_edd(fake.sys / "firmware" / "edd"),
-            **sn.read_devices(fake.sys, fake.proc)}
+            **sn.read_devices(fake.sys, fake.proc, fake.dev)}
     lines = sn.format_lines(snap)
     assert lines[0].startswith("KTSNAP begin v=1 ")
     kinds = [ln.split()[1] for ln in lines]
@@ -288,7 +313,7 @@ def test_devices_round_trip_through_a_noisy_console(fake):
     noisy.insert(4, "[  3.5] ata1: SATA link up 1.5 Gbps")
     back = sn.parse_snapshot(noisy)
     assert back["complete"] and back["bad_lines"] == 0
-    for key in ("pci", "modules", "drm", "fb", "input"):
+    for key in ("pci", "modules", "drm", "fb", "input", "block"):
         assert back[key] == snap[key], key
     assert back["edd"]["80"]["pci_dev"] == "0000:00:1f.2"
     # a damaged pci line is dropped and counted, the rest stand alone
@@ -337,3 +362,6 @@ def test_this_hosts_pci_functions_round_trip():
         assert fn["driver"] == (os.readlink(link).rsplit("/", 1)[1] if link.exists() else None)
     back = sn.parse_snapshot(sn.format_lines(snap))
     assert back["complete"] and back["pci"] == snap["pci"] and back["modules"] == snap["modules"]
+    assert back["block"] == snap["block"]
+    for disk in snap["block"]:  # each disk's controller is in its own sysfs path
+        assert disk["pci"] is None or disk["pci"] in os.path.realpath(f"/sys/block/{disk['name']}")

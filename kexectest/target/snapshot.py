@@ -230,28 +230,59 @@ def read_input(root: Path = Path("/sys/class/input")) -> list[dict]:
         return []
     out = []
     for n in nodes:
-        pci = None
-        try:
-            for part in Path(os.path.realpath(n)).parts:
-                if _PCI_BDF_RE.match(part):
-                    pci = part
-        except OSError:
-            pass
         ev = _read(n / "capabilities" / "ev")
         out.append({"id": n.name, "name": _read(n / "name"), "phys": _read(n / "phys") or None,
                     "ev": int(ev, 16) if ev and re.fullmatch(r"[0-9a-fA-F]+", ev) else None,
-                    "pci": pci})
+                    "pci": _nearest_pci(n)})
     return out
 
 
-def read_devices(sys_root: Path = Path("/sys"), proc_root: Path = Path("/proc")) -> dict:
+def _nearest_pci(node: Path) -> str | None:
+    """The last PCI function in a sysfs node's resolved path: the controller it hangs off."""
+    pci = None
+    for part in Path(os.path.realpath(node)).parts:
+        if _PCI_BDF_RE.match(part):
+            pci = part
+    return pci
+
+
+def _mbr_signature(dev: Path) -> int | None:
+    """The disk signature at 1B8h of a block device's first sector (root only), the value the
+    kernel's EDD keeps for each BIOS drive: the two meet where the BIOS gives no device path."""
+    try:
+        with open(dev, "rb") as f:
+            sector = f.read(512)
+    except OSError:
+        return None
+    return int.from_bytes(sector[0x1B8:0x1BC], "little") if len(sector) == 512 else None
+
+
+def read_block(root: Path = Path("/sys/block"), dev_root: Path = Path("/dev")) -> list[dict]:
+    """Disks on a device (not loop, zram, md, dm): size, the PCI function they sit on, and the
+    MBR signature (read only from non-removable disks, so no optical drive spins up)."""
+    try:
+        disks = sorted(d for d in root.iterdir() if (d / "device").exists())
+    except OSError:
+        return []
+    out = []
+    for d in disks:
+        removable = _int(_read(d / "removable"))
+        out.append({"name": d.name, "sectors": _int(_read(d / "size")), "removable": removable,
+                    "pci": _nearest_pci(d),
+                    "mbr_signature": _mbr_signature(dev_root / d.name) if removable == 0 else None})
+    return out
+
+
+def read_devices(sys_root: Path = Path("/sys"), proc_root: Path = Path("/proc"),
+                 dev_root: Path = Path("/dev")) -> dict:
     """The devices part of the snapshot: PCI functions and their drivers, modules, display and
-    input owners (each from its own sysfs directory, so a fixture tree stands in for /sys)."""
+    input owners, disks (each from its own sysfs directory, so a fixture tree stands in)."""
     return {"pci": read_pci(sys_root / "bus" / "pci" / "devices"),
             "modules": read_modules(proc_root / "modules"),
             "drm": read_drm(sys_root / "class" / "drm"),
             "fb": read_fb(sys_root / "class" / "graphics"),
-            "input": read_input(sys_root / "class" / "input")}
+            "input": read_input(sys_root / "class" / "input"),
+            "block": read_block(sys_root / "block", dev_root)}
 
 
 def collect() -> dict:
@@ -378,6 +409,10 @@ def _device_lines(snap: dict) -> list[str]:
     for kind, keys in CLASS_DEVICE_KEYS.items():
         for d in snap.get(kind) or ():
             lines.append(_line(kind, _present((k, d.get(k)) for k in keys)))
+    for d in snap.get("block") or ():
+        lines.append(_line("block", _present([
+            ("name", d["name"]), ("sectors", d.get("sectors")), ("removable", d.get("removable")),
+            ("pci", d.get("pci")), ("mbr_signature", _hex(d.get("mbr_signature"), 8))])))
     for d in snap.get("input") or ():
         lines.append(_line("input", _present([("id", d["id"]), ("name", d.get("name")),
                                               ("phys", d.get("phys")), ("ev", _hex(d.get("ev"), 1)),
@@ -452,7 +487,7 @@ def parse_snapshot(lines: Iterable[str]) -> dict | None:
             snap = {"version": _int(f.get("v")) if kind == "begin" else None, "complete": False,
                     "kernel": {}, "boot_mode": None, "memmap": [], "e820": [],
                     "e820_source": None, "edd": {}, "dmi": {}, "pci": [], "modules": None,
-                    "drm": [], "fb": [], "input": [], "basemem_kib": None,
+                    "drm": [], "fb": [], "input": [], "block": [], "basemem_kib": None,
                     "basemem_source": None, "bad_lines": 0}
             module_chunks = {}
             bad, seen = 0, 1
@@ -487,6 +522,10 @@ def parse_snapshot(lines: Iterable[str]) -> dict | None:
         elif kind == "input" and "id" in f:
             snap["input"].append({"id": f["id"], "name": f.get("name"), "phys": f.get("phys"),
                                   "ev": _int(f.get("ev")), "pci": f.get("pci")})
+        elif kind == "block" and "name" in f:
+            snap["block"].append({"name": f["name"], "sectors": _int(f.get("sectors")),
+                                  "removable": _int(f.get("removable")), "pci": f.get("pci"),
+                                  "mbr_signature": _int(f.get("mbr_signature"))})
         elif kind == "basemem":
             snap["basemem_kib"], snap["basemem_source"] = _int(f.get("kib")), f.get("source")
         elif kind == "end":
