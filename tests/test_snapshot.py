@@ -210,10 +210,11 @@ class FakeSys:
         (i / "capabilities" / "ev").write_text(f"{ev:x}\n")
         self._link(self.sys / "class" / "input" / i.name, i)
 
-    def disk(self, name, parent: Path, sectors, removable=0, signature=None):
+    def disk(self, name, parent: Path, sectors, removable=0, signature=None, scsi_type=0):
         """A disk under `parent` (its device node a plain file holding the first sector)."""
         b = parent / "block" / name
         b.mkdir(parents=True)
+        (parent / "type").write_text(f"{scsi_type}\n")
         (b / "size").write_text(f"{sectors}\n")
         (b / "removable").write_text(f"{removable}\n")
         self._link(b / "device", parent)
@@ -256,8 +257,12 @@ def fake(tmp_path):
     f.edd("80", ahci)
     f.edd("81")
     f.disk("sda", ahci / "ata1" / "host0" / "target0:0:0" / "0:0:0:0", 32768, signature=0x4B545330)
-    f.disk("sr0", ahci / "ata2" / "host1" / "target1:0:0" / "1:0:0:0", 0, removable=1,
-           signature=0x11111111)  # removable: never read
+    f.disk("sr0", ahci / "ata2" / "host1" / "target1:0:0" / "1:0:0:0", 2048, removable=1,
+           signature=0x11111111, scsi_type=5)  # an optical drive: never read
+    f.disk("sdb", xhci / "usb2" / "2-1" / "2-1:1.0" / "host6" / "target6:0:0" / "6:0:0:0",
+           65536, removable=1, signature=0x22222222)  # a USB stick: read
+    f.disk("sdc", xhci / "usb2" / "2-2" / "2-2:1.0" / "host7" / "target7:0:0" / "7:0:0:0",
+           0, removable=1, signature=0x33333333)  # a card reader without a card: not read
     loop = f.sys / "devices" / "virtual" / "block" / "loop0"  # no device under it: left out
     loop.mkdir(parents=True)
     f._link(f.sys / "block" / "loop0", loop)
@@ -292,7 +297,11 @@ def test_devices_read_from_a_sysfs_tree(fake):
     assert got["block"] == [
         {"name": "sda", "sectors": 32768, "removable": 0, "pci": "0000:00:1f.2",
          "mbr_signature": 0x4B545330},
-        {"name": "sr0", "sectors": 0, "removable": 1, "pci": "0000:00:1f.2", "mbr_signature": None}]
+        {"name": "sdb", "sectors": 65536, "removable": 1, "pci": "0000:00:04.0",
+         "mbr_signature": 0x22222222},
+        {"name": "sdc", "sectors": 0, "removable": 1, "pci": "0000:00:04.0", "mbr_signature": None},
+        {"name": "sr0", "sectors": 2048, "removable": 1, "pci": "0000:00:1f.2",
+         "mbr_signature": None}]
     edd = sn.read_edd(fake.sys / "firmware" / "edd")
     assert edd["80"]["pci_dev"] == "0000:00:1f.2" and "pci_dev" not in edd["81"]
     assert edd["80"]["host_bus"] == "PCI \t00:01.1  channel: 0"

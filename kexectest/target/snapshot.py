@@ -257,19 +257,24 @@ def _mbr_signature(dev: Path) -> int | None:
     return int.from_bytes(sector[0x1B8:0x1BC], "little") if len(sector) == 512 else None
 
 
+SCSI_TYPE_ROM = "5"  # /sys/block/srN/device/type of an optical drive
+
+
 def read_block(root: Path = Path("/sys/block"), dev_root: Path = Path("/dev")) -> list[dict]:
     """Disks on a device (not loop, zram, md, dm): size, the PCI function they sit on, and the
-    MBR signature (read only from non-removable disks, so no optical drive spins up)."""
+    MBR signature -- read only where there is a medium (size > 0) and not from optical drives,
+    so none spins up; USB sticks, which call themselves removable, are read."""
     try:
         disks = sorted(d for d in root.iterdir() if (d / "device").exists())
     except OSError:
         return []
     out = []
     for d in disks:
-        removable = _int(_read(d / "removable"))
-        out.append({"name": d.name, "sectors": _int(_read(d / "size")), "removable": removable,
-                    "pci": _nearest_pci(d),
-                    "mbr_signature": _mbr_signature(dev_root / d.name) if removable == 0 else None})
+        sectors = _int(_read(d / "size"))
+        readable = bool(sectors) and _read(d / "device" / "type") != SCSI_TYPE_ROM
+        out.append({"name": d.name, "sectors": sectors,
+                    "removable": _int(_read(d / "removable")), "pci": _nearest_pci(d),
+                    "mbr_signature": _mbr_signature(dev_root / d.name) if readable else None})
     return out
 
 
