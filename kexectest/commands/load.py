@@ -26,14 +26,17 @@ def _warn(msg: str) -> None:
               show_default=True, help="Raw kexec_load (no purgatory) or kexec-tools' elf-x86.")
 @config_options
 @click.option("--exec", "do_exec", is_flag=True,
-              help="Jump into the payload now (ends the running system).")
-@click.option("--yes", is_flag=True, help="Do not ask before --exec on a terminal.")
+              help="Jump into the payload now (ends the running system).  Needs --yes, or "
+                   "an answer at a terminal; without a terminal (ssh without a tty, cron, "
+                   "< /dev/null) --exec without --yes refuses.")
+@click.option("--yes", is_flag=True, help="Confirm --exec: kexec without asking.")
 @click.option("--no-snapshot", is_flag=True, help="Do not print the KTSNAP before-snapshot.")
 def load_cmd(payload, via, do_exec, yes, no_snapshot, **options):
-    """Load the payload for kexec on THIS machine (as root); with --exec, start it."""
-    if do_exec and not yes and sys.stdin.isatty():
-        raise KexectestError("--exec ends the running system: add --yes to confirm",
-                             Exit.USAGE)
+    """Load the payload for kexec on THIS machine (as root); with --exec, start it.
+
+    --exec ends the running system: it needs --yes, or "yes" typed at a terminal."""
+    if do_exec and not yes:
+        _confirm_exec()
     src = Path(payload) if payload else pl.ensure_built()
     try:
         tmpdir = tempfile.mkdtemp(prefix="kexectest-load-")
@@ -82,6 +85,22 @@ def load_cmd(payload, via, do_exec, yes, no_snapshot, **options):
         for f in Path(tmpdir).iterdir():
             f.unlink()
         os.rmdir(tmpdir)
+
+
+def _confirm_exec() -> None:
+    """--exec without --yes: ask at a terminal; refuse everywhere else (a script, ssh without a
+    tty, cron, a closed stdin must never end a system by default)."""
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        raise KexectestError("--exec ends the running system: add --yes to confirm (no terminal "
+                             "to ask at)", Exit.USAGE)
+    click.echo("kexectest: --exec ends the running system and jumps into the payload.",
+               err=True)
+    try:
+        answer = click.prompt("Type yes to go on", default="", show_default=False, err=True)
+    except (click.Abort, EOFError):
+        answer = ""
+    if answer.strip().lower() != "yes":
+        raise KexectestError("--exec not confirmed: nothing was loaded", Exit.USAGE)
 
 
 def register(group: click.Group) -> None:
