@@ -280,6 +280,61 @@ def test_garbage_and_nuls(pty_console, tmp_path):
     assert all(capture._LOG_RE.match(x) for x in log.split("\n")[:-1])
 
 
+def test_tty_keeps_what_came_before_open(tmp_path):
+    """Bytes already waiting in the tty when the collector opens it are kept (pyserial would
+    flush them with tcflush on open)."""
+    import tty
+
+    con = PtyConsole()
+    try:
+        tty.setraw(con._slave)  # as a line left raw by an earlier run: the bytes stay as sent
+        data = encode(trace_lines())
+        con.write(data)  # the slave is still open here, so the tty holds the bytes
+        time.sleep(0.2)
+        port = transport.open_port(transport.SerialSettings(con.path))
+        con.release_slave()
+        cap = capture.Capture(tmp_path / "run")
+        cap.arm()
+        try:
+            assert follower.follow(port, cap, timeout=1.0) == "final"
+        finally:
+            cap.close()
+            port.close()
+        assert (tmp_path / "run" / "console.raw").read_bytes() == data
+    finally:
+        con.close()
+
+
+def test_socket_keeps_what_came_with_the_connection(tmp_path):
+    """A server that talks the moment it accepts (QEMU's console, ser2net): nothing lost."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    data = encode(trace_lines(steps=("e820",) * 40))
+
+    def serve():
+        conn, _ = srv.accept()
+        conn.sendall(data)
+        time.sleep(5)
+        conn.close()
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        reason, _ = capture_one(f"socket://127.0.0.1:{srv.getsockname()[1]}", tmp_path)
+    finally:
+        srv.close()
+    assert reason == "final"
+    assert (tmp_path / "run" / "console.raw").read_bytes() == data
+
+
+def test_rfc2217_url_gets_ign_set_control():
+    from kexectest.capture.urlhandler.protocol_rfc2217 import with_option
+    assert with_option("rfc2217://h:1", "ign_set_control") == "rfc2217://h:1?ign_set_control"
+    assert with_option("rfc2217://h:1?timeout=3", "ign_set_control") == \
+        "rfc2217://h:1?timeout=3&ign_set_control"
+    assert with_option("rfc2217://h:1?ign_set_control", "ign_set_control") == \
+        "rfc2217://h:1?ign_set_control"
+
+
 def test_loop_url_is_polled(tmp_path):
     """loop:// has no file descriptor: the follower polls it through pyserial."""
     port = transport.open_port(transport.SerialSettings("loop://"))
