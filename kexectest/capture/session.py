@@ -225,13 +225,18 @@ def _one_error(problems: list[KexectestError], cap: Capture, tarball: Path | Non
                ) -> KexectestError:
     """Everything that went wrong as one line: the first full disk, else the first problem,
     then what was kept and where the bundle is."""
-    first = next((p for p in problems if p.code == Exit.NO_SPACE), problems[0])
-    notes = [str(p) for p in problems if p is not first
-             and not isinstance(p, bundle.BundleIncomplete)]
+    incomplete = next((p for p in problems if isinstance(p, bundle.BundleIncomplete)), None)
+    others = [p for p in problems if p is not incomplete]
+    causes = others + ([incomplete.first] if incomplete is not None else [])
+    first = next((p for p in causes if p.code == Exit.NO_SPACE), causes[0])
+    notes = [str(p) for p in others if p is not first]
     if cap.write_error is not None:
-        notes.append(f"the console up to byte {cap.bytes} is kept in {cap.directory}")
-    if not any(isinstance(p, bundle.BundleIncomplete) for p in problems):
+        notes.append(f"console.raw keeps the first {cap.bytes} bytes")
+    if not cap.directory.is_dir():
+        notes.append(f"the run directory {cap.directory} is gone")
+    elif incomplete is not None:
+        notes.append(f"not written: {', '.join(incomplete.missing)}; the rest is in "
+                     f"{cap.directory}")
+    else:
         notes.append(f"bundle: {tarball}")
-    elif not isinstance(first, bundle.BundleIncomplete):
-        notes.append(next(str(p) for p in problems if isinstance(p, bundle.BundleIncomplete)))
     return KexectestError(f"{first} ({'; '.join(notes)})", first.code)

@@ -50,8 +50,11 @@ def scrub_everywhere(secret: bytes | str | None) -> bool:
 class BundleIncomplete(KexectestError):
     """Some files of the bundle could not be written; the others were."""
 
-    def __init__(self, message: str, code: Exit, missing: list[str], tarball: Path | None):
-        super().__init__(message, code)
+    def __init__(self, first: KexectestError, run_dir: Path, missing: list[str],
+                 tarball: Path | None):
+        super().__init__(f"{first} (not written: {', '.join(missing)}; the rest is in "
+                         f"{run_dir})", first.code)
+        self.first = first
         self.missing = missing
         self.tarball = tarball
 
@@ -269,13 +272,11 @@ class _Writer:
             return False
 
     def failure(self, tarball: Path | None) -> BundleIncomplete:
-        missing = list(dict.fromkeys(name for name, _ in self.errors))
-        first = next((e for _, e in self.errors if e.code == Exit.NO_SPACE), self.errors[0][1])
+        missing = [name for name, _ in self.errors]
         if tarball is None:
             missing.append("the tarball")
-        return BundleIncomplete(f"{first}; the bundle in {self.run_dir} is incomplete "
-                                f"(not written: {', '.join(missing)})", first.code, missing,
-                                tarball)
+        first = next((e for _, e in self.errors if e.code == Exit.NO_SPACE), self.errors[0][1])
+        return BundleIncomplete(first, self.run_dir, list(dict.fromkeys(missing)), tarball)
 
 
 def finalize(run_dir: Path, *, report: dict | None, summary: str | None, environment: dict,
