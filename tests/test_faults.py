@@ -13,6 +13,7 @@ import random
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -197,3 +198,42 @@ def test_fault_campaign_bounded(tmp_path, fault):
         for key in ("run_verdict", "replay_log", "replay_raw"):
             assert trial.judged[key] not in ("no-verdict", "claims-completion"), (key, trial)
 
+
+
+# -- a bug in kexectest: exit 70, one line, the traceback kept ---------------------------------
+
+@pytest.fixture
+def cli_with(monkeypatch, tmp_path):
+    """The real CLI group with one more command module that fails the way given."""
+    from click.testing import CliRunner
+
+    from kexectest import cli
+
+    def make(body: str):
+        mod = tmp_path / "kt_failing_cmd.py"
+        mod.write_text("import click, errno\n@click.command('fail')\ndef fail():\n"
+                       f"    {body}\n"
+                       "def register(group):\n    group.add_command(fail)\n")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        monkeypatch.setitem(cli.COMMANDS, "fail", "kt_failing_cmd")
+        monkeypatch.delitem(sys.modules, "kt_failing_cmd", raising=False)
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the traceback goes
+        return CliRunner().invoke(cli.main, ["fail"])
+    return make
+
+
+def test_a_bug_is_exit_70_with_the_traceback_saved(cli_with, tmp_path):
+    res = cli_with("{}['missing']")
+    assert res.exit_code == Exit.INTERNAL == 70
+    line = _one_line(res.stderr)
+    assert line.startswith("kexectest: error: internal error: KeyError: 'missing' (a bug in "
+                           "kexectest: please report it; the traceback is in ")
+    saved = Path(line.rsplit("the traceback is in ", 1)[1].rstrip(")"))
+    assert saved.parent == tmp_path and "Traceback" in saved.read_text()
+
+
+def test_an_escaped_full_disk_error_is_still_18(cli_with):
+    res = cli_with("raise OSError(errno.ENOSPC, 'No space left on device', '/x/report.json')")
+    assert res.exit_code == Exit.NO_SPACE
+    assert _one_line(res.stderr) == ("kexectest: error: no space left on the device: cannot "
+                                     "write /x/report.json")

@@ -127,3 +127,11 @@ def test_cli_one_line_and_exit_code(tmp_path):
     assert proc.returncode == Exit.CONFIG, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "lab.toml:15" in lines[0] and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("name", ["box\\n", "box\\nrm", "\\nbox", "box/../x", "box\\t"])
+def test_machine_names_are_matched_whole(tmp_path, name):
+    """A name names a directory: a trailing newline (or any character outside the set) is
+    refused, not accepted by a regex anchored with $."""
+    msg = config_error(tmp_path, f'[[machine]]\nname = "{name}"\nserial = "socket://h:1"\n')
+    assert "name must be 1-64 letters, digits" in msg

@@ -457,3 +457,67 @@ def test_follower_tick_grows_with_the_consoles_followed():
         assert fixed._tick(1) == fixed._tick(500) == 0.2
     finally:
         fixed.close()
+
+
+# -- scrubbing the login password --------------------------------------------------------------
+
+def _feed_lines(cap, lines, chunk=7):
+    data = encode(lines)
+    for i in range(0, len(data), chunk):
+        cap.feed(data[i:i + chunk])
+
+
+def test_a_scrubbed_line_is_marked_and_never_a_payload_answer(tmp_path):
+    secret = "Tr0ub4dor&3-kt"
+    cap = capture.Capture(tmp_path, secret=secret.encode())
+    hit = kt(f"KT mode {secret}")  # a valid KT line that happens to hold the secret
+    _feed_lines(cap, ["Password: " + secret, "root@box:~# go"])
+    cap.arm()  # a long password stays masked after the dialogue too
+    _feed_lines(cap, [hit, kt("KT mode real")])
+    cap.close()
+    assert secret.encode() not in (tmp_path / capture.RAW_NAME).read_bytes()
+    log = (tmp_path / capture.LOG_NAME).read_text()
+    assert secret not in log
+    back = list(capture.read_log(tmp_path / capture.LOG_NAME))
+    assert [ln.scrubbed for ln in back] == [True, False, True, False]
+    assert back[2].record is None and back[2].bad_checksum and "********" in back[2].text
+    assert back[3].record is not None and back[3].record.name == "real"
+    assert log.splitlines()[2].startswith("+") and "*\t" in log.splitlines()[2]
+    assert cap.scrubbed_lines == 2
+
+
+def test_a_short_secret_is_masked_only_in_the_login_dialogue(tmp_path):
+    """"0000" occurs in every KT end line: masking it there would rewrite the evidence."""
+    cap = capture.Capture(tmp_path, secret=b"0000")
+    _feed_lines(cap, ["[ 10.000000] getty", "bench login: root", "Password: "])
+    cap.secret_sent()
+    _feed_lines(cap, ["0000", "root@bench:~# kexec-go"])
+    cap.arm()
+    lines = trace_lines()
+    _feed_lines(cap, lines)
+    cap.close()
+    raw = (tmp_path / capture.RAW_NAME).read_bytes()
+    assert raw.startswith(b"[ 10.000000] getty\r\n")  # before the password went: as it came
+    assert b"Password: \r\n********\r\n" in raw and raw.endswith(encode(lines))
+    back = list(capture.read_log(tmp_path / capture.LOG_NAME))
+    assert [ln.text for ln in back[5:]] == lines
+    assert all(ln.record is not None for ln in back[6:]) and not any(ln.scrubbed for ln in back[4:])
+    assert [ln.scrubbed for ln in back[:4]] == [False, False, False, True]
+    assert back[3].text == "********"
+
+
+def test_a_secret_cut_at_the_length_limit_is_still_masked(tmp_path):
+    secret = b"s3cr3t-pa55w0rd"
+    for cut in (1, 7, len(secret) - 1):
+        d = tmp_path / str(cut)
+        cap = capture.Capture(d, secret=secret)
+        line = b"x" * (trace.MAX_LINE - cut) + secret + b" tail\r\n"
+        for i in range(0, len(line), 1000):
+            cap.feed(line[i:i + 1000])
+        cap.close()
+        for name in (capture.RAW_NAME, capture.LOG_NAME):
+            data = (d / name).read_bytes()
+            assert secret not in data and secret[:cut] + b"\n" not in data, (cut, name)
+        back = list(capture.read_log(d / capture.LOG_NAME))
+        assert [ln.scrubbed for ln in back] == [True, True]
+        assert "".join(ln.text for ln in back).endswith("********" + " tail")

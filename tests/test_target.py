@@ -3,6 +3,7 @@ pty (or a TCP connection) prints login:, Password:, a prompt, and a payload trac
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -148,6 +149,22 @@ def test_login_command_completed_password_never_written(pty_target, tmp_path, mo
     for p in tmp_path.rglob("*"):
         if p.is_file():
             assert PASSWORD.encode() not in p.read_bytes(), p
+
+
+def test_short_password_masked_only_in_the_dialogue(pty_target, tmp_path):
+    """A 4-digit password also occurs in the payload's answers: those are kept as they came
+    (no scrubbed line, every step verifiable); only its echo in the login dialogue is masked."""
+    con = pty_target("echo-password", password="0000")
+    res = run_session(_opts(con.path, tmp_path, login="root", password="0000",
+                            command="kexec-go"))
+    assert res.verdict == "completed", res.analysis.one_line()
+    raw = (res.bundle_dir / "console.raw").read_bytes()
+    assert b"Password: ********" in raw and raw.endswith(encode(trace_lines()))
+    log = (res.bundle_dir / "console.log").read_text().splitlines()
+    marked = [x for x in log if x.split("\t", 1)[0].endswith("*")]
+    assert len(marked) == 1 and marked[0].endswith("Password: ********")
+    env = json.loads((res.bundle_dir / "environment.json").read_text())
+    assert env["scrubbed_lines"] == 1
 
 
 def test_login_over_tcp(tmp_path, monkeypatch):
