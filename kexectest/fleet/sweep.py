@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import VERDICT_EXIT, Exit, KexectestError
-from ..fsutil import internal_error
+from ..fsutil import internal_error, make_dirs
 from . import journal as journal_mod
 from . import power as power_mod
 from .labfile import Lab, Machine
@@ -288,7 +288,7 @@ class Sweep:
 
     # -- the sweep --------------------------------------------------------------------------
     def run(self) -> dict:
-        self.out.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.out)
         self.old = journal_mod.read(self.out)
         if self.old and not self.opts.resume:
             raise KexectestError(f"{self.out}: holds a journal from an earlier sweep: use --resume "
