@@ -26,17 +26,19 @@ def _warn(msg: str) -> None:
               show_default=True, help="Raw kexec_load (no purgatory) or kexec-tools' elf-x86.")
 @config_options
 @click.option("--exec", "do_exec", is_flag=True,
-              help="Jump into the payload now (ends the running system).  Needs --yes, or "
-                   "an answer at a terminal; without a terminal (ssh without a tty, cron, "
-                   "< /dev/null) --exec without --yes refuses.")
-@click.option("--yes", is_flag=True, help="Confirm --exec: kexec without asking.")
+              help="Jump into the payload now (ends the running system).  Always needs --yes: "
+                   "without it --exec refuses, at a terminal and without one (ssh without a "
+                   "tty, cron, < /dev/null) alike.")
+@click.option("--yes", is_flag=True, help="Confirm --exec.")
 @click.option("--no-snapshot", is_flag=True, help="Do not print the KTSNAP before-snapshot.")
 def load_cmd(payload, via, do_exec, yes, no_snapshot, **options):
     """Load the payload for kexec on THIS machine (as root); with --exec, start it.
 
-    --exec ends the running system: it needs --yes, or "yes" typed at a terminal."""
+    --exec ends the running system: it always needs --yes."""
     if do_exec and not yes:
-        _confirm_exec()
+        how = "" if sys.stdin.isatty() else " (and there is no terminal here to ask at)"
+        raise KexectestError(f"--exec ends the running system: add --yes to confirm{how}",
+                             Exit.USAGE)
     src = Path(payload) if payload else pl.ensure_built()
     try:
         tmpdir = tempfile.mkdtemp(prefix="kexectest-load-")
@@ -85,22 +87,6 @@ def load_cmd(payload, via, do_exec, yes, no_snapshot, **options):
         for f in Path(tmpdir).iterdir():
             f.unlink()
         os.rmdir(tmpdir)
-
-
-def _confirm_exec() -> None:
-    """--exec without --yes: ask at a terminal; refuse everywhere else (a script, ssh without a
-    tty, cron, a closed stdin must never end a system by default)."""
-    if not (sys.stdin.isatty() and sys.stderr.isatty()):
-        raise KexectestError("--exec ends the running system: add --yes to confirm (no terminal "
-                             "to ask at)", Exit.USAGE)
-    click.echo("kexectest: --exec ends the running system and jumps into the payload.",
-               err=True)
-    try:
-        answer = click.prompt("Type yes to go on", default="", show_default=False, err=True)
-    except (click.Abort, EOFError):
-        answer = ""
-    if answer.strip().lower() != "yes":
-        raise KexectestError("--exec not confirmed: nothing was loaded", Exit.USAGE)
 
 
 def register(group: click.Group) -> None:
