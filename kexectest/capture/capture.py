@@ -7,7 +7,8 @@ view keeps the last few lines, the analysis re-reads the log from disk.
 
 The login password is masked before it reaches either file; a line whose text was masked is
 marked in console.log (`*`) and never read as a payload answer.  A short password is masked
-only during the login dialogue (until the command is sent), so the evidence is never rewritten.
+only in the login dialogue (from sending it until the command is sent), so the evidence is
+never rewritten.
 """
 
 from __future__ import annotations
@@ -150,9 +151,11 @@ class Capture:
             self.raw.close()
             raise
         self.log_size = os.fstat(self.log.fileno()).st_size
-        self.scrubber = Scrubber(secret)
-        self.line_scrubber = LineScrubber(secret)
+        self.secret = secret or None
         self.scrub_everywhere = scrub_everywhere(secret)
+        first = secret if self.scrub_everywhere else None  # a short one: from secret_sent()
+        self.scrubber = Scrubber(first)
+        self.line_scrubber = LineScrubber(first)
         self.splitter = trace.LineSplitter()
         self.live = LiveState()
         self.tail: deque[trace.Line] = deque(maxlen=tail_lines)
@@ -273,6 +276,13 @@ class Capture:
         self.handoff = self.clock() if now is None else now
         if not self.scrub_everywhere:
             self.end_dialogue()
+
+    def secret_sent(self) -> None:
+        """The password is about to go to the target: from here until arm() a short one is
+        masked too (its echo, a "Login incorrect" dialogue)."""
+        if self.secret and not self.scrub_everywhere and self.handoff is None:
+            self.scrubber.secret = self.secret
+            self.line_scrubber.secret = self.secret.decode("utf-8", "replace")
 
     def end_dialogue(self) -> None:
         """Stop masking the secret (what the scrubbers still hold is written as it is)."""

@@ -138,6 +138,7 @@ def login(spawn: ConsoleSpawn, *, user: str | None, password: str | None, prompt
             if password is None:
                 raise KexectestError("the target asks for a password: set one with "
                                      "--password-env VAR", Exit.LAB_STAGE)
+            spawn.capture.secret_sent()
             spawn.sendline(password)
             sent_password = True
         elif idx == 2:
