@@ -43,15 +43,11 @@ class Scrubber:
         self.secret = secret or None
         self.mask = mask
         self.pending = b""
-        self.replaced = 0
 
     def feed(self, data: bytes) -> bytes:
         if not self.secret:
             return data
-        data = self.pending + data
-        if self.secret in data:
-            self.replaced += data.count(self.secret)
-            data = data.replace(self.secret, self.mask)
+        data = (self.pending + data).replace(self.secret, self.mask)
         self.pending = b""
         for k in range(min(len(self.secret) - 1, len(data)), 0, -1):
             if data.endswith(self.secret[:k]):
