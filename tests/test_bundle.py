@@ -133,7 +133,8 @@ def test_redaction_leaves_ordinary_words():
     text = (b"bench-tgt login: root\r\nPassword: \r\n"
             b"Last login: Mon Nov 23 10:00:00 UTC 2026 on ttyS0\r\n"
             b"[    0.9] Serial: 8250/16550 driver, 4 ports, IRQ sharing enabled\r\n"
-            b"root@bench-tgt:~# echo Last\r\n")
+            b"root@bench-tgt:~# echo Last\r\n"
+            b"\x1b[?2004hroot@bench-tgt:~# \r\n")  # bash's bracketed-paste escape first
     red.collect(text)
     assert red.names == {b"bench-tgt"}
     out = red.apply(text)

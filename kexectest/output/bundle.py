@@ -90,10 +90,12 @@ def sha256_file(path: Path) -> str:
 
 # -- redaction ---------------------------------------------------------------------------------
 # where the target's host names show: a getty prompt line ("NAME login: [USER]" and nothing
-# else, so "Last login: Mon ..." is not one), a shell prompt at the start of a line, boot messages
+# else, so "Last login: Mon ..." is not one), a shell prompt at the start of a line (after the
+# terminal escapes bash prints there, e.g. bracketed paste on), boot messages
 _NAME_PATTERNS = [
     re.compile(rb"(?m)^[\r \t]*([A-Za-z0-9][\w.-]*) login: *(?:[\w.-]+)? *\r?$"),
-    re.compile(rb"(?m)^[\r \t]*\[?[a-z_][\w.-]*@([A-Za-z0-9][\w.-]*?)[:\s][^\n]{0,80}?[#$]"),
+    re.compile(rb"(?m)^(?:[\r \t]|\x1b\[[0-9;?]*[A-Za-z])*\[?[a-z_][\w.-]*@([A-Za-z0-9][\w.-]*?)"
+               rb"[:\s][^\n]{0,80}?[#$]"),
     re.compile(rb"Hostname set to <([^>\s]+)>"),
     re.compile(rb"(?i)\b(?:node ?name|hostname)\s*[=:]\s*\"?([A-Za-z0-9][\w.-]*)"),
 ]
