@@ -135,4 +135,3 @@ def test_cli_one_line_and_exit_code(tmp_path):
     assert proc.returncode == Exit.CONFIG, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "lab.toml:15" in lines[0] and "Traceback" not in proc.stderr
-
