@@ -96,6 +96,14 @@ def test_escaping_names(tmp_path, name):
     assert "lab.toml:" in msg and "name" in msg
 
 
+@pytest.mark.parametrize("name", ["box\\n", "box\\nrm", "\\nbox", "box/../x", "box\\t"])
+def test_machine_names_are_matched_whole(tmp_path, name):
+    """A name names a directory: a trailing newline (or any character outside the set) is
+    refused, not accepted by a regex anchored with $."""
+    msg = config_error(tmp_path, f'[[machine]]\nname = "{name}"\nserial = "socket://h:1"\n')
+    assert "name must be 1-64 letters, digits" in msg
+
+
 def test_password_literal_refused(tmp_path):
     msg = config_error(tmp_path, GOOD.replace('login = "root"', 'login = "root", password = "x"'))
     assert "password" in msg and "environment variable" in msg and "lab.toml:5" in msg

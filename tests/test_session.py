@@ -122,6 +122,9 @@ def test_redacted_bundle(con, tmp_path):
     con.feed_later(data)
     res = run_session(_opts(con.path, tmp_path, timeout=5, redact=True))
     assert res.verdict == "completed"
+    report, env = _bundle_ok(res)  # both still parse as JSON, the same keys as unredacted
+    assert set(env["serial"]) == {"url", "baud", "parity", "rtscts", "xonxoff"}
+    assert env["serial"]["url"] == con.path and report["verdict"] == "completed"
     blob = b""
     with tarfile.open(res.tarball) as tar:
         for m in tar.getmembers():

@@ -26,13 +26,18 @@ def _warn(msg: str) -> None:
               show_default=True, help="Raw kexec_load (no purgatory) or kexec-tools' elf-x86.")
 @config_options
 @click.option("--exec", "do_exec", is_flag=True,
-              help="Jump into the payload now (ends the running system).")
-@click.option("--yes", is_flag=True, help="Do not ask before --exec on a terminal.")
+              help="Jump into the payload now (ends the running system).  Always needs --yes: "
+                   "without it --exec refuses, at a terminal and without one (ssh without a "
+                   "tty, cron, < /dev/null) alike.")
+@click.option("--yes", is_flag=True, help="Confirm --exec.")
 @click.option("--no-snapshot", is_flag=True, help="Do not print the KTSNAP before-snapshot.")
 def load_cmd(payload, via, do_exec, yes, no_snapshot, **options):
-    """Load the payload for kexec on THIS machine (as root); with --exec, start it."""
-    if do_exec and not yes and sys.stdin.isatty():
-        raise KexectestError("--exec ends the running system: add --yes to confirm",
+    """Load the payload for kexec on THIS machine (as root); with --exec, start it.
+
+    --exec ends the running system: it always needs --yes."""
+    if do_exec and not yes:
+        how = "" if sys.stdin.isatty() else " (and there is no terminal here to ask at)"
+        raise KexectestError(f"--exec ends the running system: add --yes to confirm{how}",
                              Exit.USAGE)
     src = Path(payload) if payload else pl.ensure_built()
     try:

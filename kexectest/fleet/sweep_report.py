@@ -11,14 +11,13 @@ from __future__ import annotations
 import datetime as _dt
 import html
 import json
-import os
 import statistics
-import tempfile
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from pathlib import Path
 
 from ..errors import VERDICT_EXIT, Exit, KexectestError
+from ..fsutil import write_atomic
 
 FORMAT = "kexectest-sweep/1"
 # worst last: the sweep's exit code is the code of its worst machine
@@ -27,15 +26,6 @@ SEVERITY = ["completed", "failed-steps", "no-output", "garbled", "reset", "hung"
 STATUS_CLASS = {"ok": "ok", "error": "err", "hung": "hung", "skipped": "skip",
                 "not-reached": "nr"}
 _KEEP_STEP = ("index", "id", "title", "int", "function", "status", "result")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def step_seconds(step: dict) -> float | None:
@@ -146,9 +136,9 @@ def write_reports(out_dir: Path, sweep: dict) -> dict[str, Path]:
     out_dir = Path(out_dir)
     paths = {"json": out_dir / "sweep.json", "junit": out_dir / "junit.xml",
              "html": out_dir / "report.html"}
-    _atomic_write(paths["json"], json.dumps(sweep, indent=2, sort_keys=False) + "\n")
-    _atomic_write(paths["junit"], junit_xml(sweep))
-    _atomic_write(paths["html"], html_report(sweep))
+    write_atomic(paths["json"], json.dumps(sweep, indent=2, sort_keys=False) + "\n")
+    write_atomic(paths["junit"], junit_xml(sweep))
+    write_atomic(paths["html"], html_report(sweep))
     return paths
 
 

@@ -7,25 +7,20 @@ edge (the command) and passed in.
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import tempfile
 from pathlib import Path
 
 from .. import __version__
+from ..fsutil import write_atomic
 from ..analysis.model import Analysis
 
 _MARK = {"ok": "ok", "error": "ERROR", "hung": "HUNG", "skipped": "skipped", "not-reached": "-"}
 
 
 def write_report_json(analysis: Analysis, path: Path | str) -> Path:
-    """Atomically (temporary name, then rename)."""
+    """Atomically (temporary name, then rename); an OSError is one line (fsutil)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".report.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(analysis.to_dict(), f, indent=1, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(analysis.to_dict(), indent=1, default=str) + "\n")
     return path
 
 
