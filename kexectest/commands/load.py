@@ -11,6 +11,7 @@ import click
 
 from .. import payload as pl
 from ..errors import Exit, KexectestError
+from ..fsutil import is_no_space
 from ..payload.options import config_kwargs
 from ..target import loader, snapshot
 from .payload import config_options
@@ -45,7 +46,7 @@ def load_cmd(payload, via, do_exec, yes, no_snapshot, **options):
     except OSError as exc:
         raise KexectestError(f"cannot make a temporary directory for the patched payload: "
                              f"{exc.strerror} (set TMPDIR to a writable directory)",
-                             Exit.BAD_INPUT) from None
+                             Exit.NO_SPACE if is_no_space(exc) else Exit.BAD_INPUT) from None
     try:
         patched = pl.patch(src, Path(tmpdir) / "kexec_test.elf", **config_kwargs(options))
         img = pl.PayloadImage.open(patched)

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from ..errors import Exit, KexectestError
-from ..fsutil import os_error
+from ..fsutil import write_atomic
 from .config import CONFIG_SIZE, Config
 from .image import PayloadImage
 from .options import SWITCH_FLAGS
@@ -70,10 +70,5 @@ def patch(src: Path | str, dst: Path | str, **options) -> Path:
     data = bytearray(img.data)
     data[img.config_offset:img.config_offset + CONFIG_SIZE] = cfg.pack()
     dst = Path(dst)
-    tmp = dst.with_name(dst.name + ".tmp")
-    try:
-        tmp.write_bytes(bytes(data))
-        os.replace(tmp, dst)
-    except OSError as exc:
-        raise os_error(dst, exc) from None
+    write_atomic(dst, bytes(data))
     return dst
