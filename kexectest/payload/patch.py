@@ -4,7 +4,6 @@ files become a copy of the ELF with a different `kt_config`."""
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 from ..errors import Exit, KexectestError
