@@ -103,10 +103,14 @@ def test_every_trouble_pattern_is_seen_through_the_hint_filter():
         "hung-task": "[   1.000000] INFO: task kworker/0:1:12 blocked for more than 120 seconds.",
         "rcu-stall": "[   1.000000] rcu: INFO: rcu_sched detected stalls on CPUs/tasks:",
         "call-trace": "Call Trace:",
+        "hard-lockup": "[   1.000000] NMI watchdog: Watchdog detected hard LOCKUP on cpu 1",
+        "kdb": "Entering kdb (current=0xffff8882452fb6c0, pid 5646) on processor 1 Oops: (null)",
+        "xmon": "cpu 0x0: Vector: 300 (Data Access) at [c0000000fe3f8c0]",
+        "purgatory-digest": "sha256 digests do not match :(",
     }
-    assert set(samples) == {kind for kind, _fatal, _rx in TROUBLE}
+    assert set(samples) == {rule.kind for rule in TROUBLE}
     for kind, text in samples.items():
-        assert trouble_kind(text) == next((k, f) for k, f, _rx in TROUBLE if k == kind), text
+        assert trouble_kind(text) == next((r.kind, r.fatal) for r in TROUBLE if r.kind == kind), text
     assert trouble_kind("[   1.000000] usb 1-1: new high-speed USB device") is None
 
 
