@@ -22,6 +22,7 @@ from .model import Damage
 
 MAX_QUOTED = 12  # damaged lines quoted in the report
 MAX_STEP_QUOTES = 4  # and per step
+MAX_REASONS = 6  # reasons a step is unknown, kept (the count of gaps goes on)
 
 
 @dataclass
@@ -43,6 +44,7 @@ class StepTrace:
     calls: list[Call] = field(default_factory=list)
     skipped: str | None = None
     unknown: list[str] = field(default_factory=list)  # why the step's evidence is not whole
+    last_begun: Call | None = None  # its latest call with a begin line
     damaged: list[str] = field(default_factory=list)  # its damaged lines, quoted
     t_first: float | None = None  # capture time of its first and last line: the step's
     t_last: float | None = None   # duration, for the sweep report's time-per-step chart
@@ -110,9 +112,9 @@ class _Sequencer:
         return st
 
     def unknown(self, st: StepTrace, why: str, gap: bool = False) -> None:
-        if why not in st.unknown:
+        self.asm.damage.gaps += gap
+        if why not in st.unknown and len(st.unknown) < MAX_REASONS:
             st.unknown.append(why)
-            self.asm.damage.gaps += gap
 
     def damaged(self, i: int, text: str) -> None:
         """A damaged line: to the step it still names, else to the step of the step record
@@ -163,17 +165,17 @@ class _Sequencer:
         if self.last is not None and self.last[0] is not st:
             self._check_loop_ended(*self.last)
         n = _iter_number(rec.iteration)
-        prev_calls = [c for c in st.calls if c.begin is not None]
+        prev = st.last_begun
         if n is not None:
             first = 0x80 if rec.iteration.startswith("dl=") else 0
-            want = first if not prev_calls else (_iter_number(prev_calls[-1].iteration) or 0) + 1
+            want = first if prev is None else (_iter_number(prev.iteration) or 0) + 1
             if n != want:
                 self.unknown(st, f"its call {rec.iteration} came where {want:X} was due"
                              if n > want else f"its call {rec.iteration} came again", gap=True)
-        elif prev_calls or st.skipped is not None:
+        elif prev is not None or st.skipped is not None:
             self.unknown(st, "its begin line came twice", gap=True)
         st.int_no, st.ax = rec.hex("int"), rec.hex("ax")
-        call = Call(rec.iteration, begin=rec, line=i)
+        call = st.last_begun = Call(rec.iteration, begin=rec, line=i)
         st.calls.append(call)
         self.cur, self.last = (st, call), None
 

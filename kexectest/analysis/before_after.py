@@ -20,9 +20,9 @@ def e820_type(t) -> int | None:
     if isinstance(t, int):
         return t
     s = str(t).strip().lower()
-    if s.isdigit():
+    if s.isdigit() and len(s) <= 10:  # an E820 type is 32 bits: no 4,000-digit number
         return int(s)
-    m = re.search(r"type (\d+)", s)
+    m = re.search(r"type (\d{1,10})\b", s)
     return _E820_NAMES.get(s, int(m[1]) if m else None)
 
 
@@ -113,8 +113,11 @@ def _num(v, base: int = 0) -> int | None:
     """An int from a snapshot or decoder value ("32768", "0x4b545330", 32768); None if absent."""
     if isinstance(v, int):
         return v
+    text = str(v).strip()
+    if len(text) > 24:  # no 64-bit value is longer: a damaged or hostile field
+        return None
     try:
-        return int(str(v).strip(), base)
+        return int(text, base)
     except (TypeError, ValueError):
         return None
 

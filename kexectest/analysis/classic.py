@@ -140,8 +140,13 @@ class _Read:
 def _read(lines: list[Line], start: int) -> _Read:
     r = _Read(status={i: StepStatus.NOT_REACHED.value for i in range(len(STEPS))})
     pending: list[str] = []
+    prev = None
     for n in range(start, len(lines)):
         text = lines[n].text
+        if text == prev and text.strip():
+            r.damage.duplicated += 1  # the wire repeated it: its banner twice is no reset
+            continue
+        prev = text
         if n > start and (_is_banner(text) or any(b in text for b in RESET_BANNERS)):
             r.reset_at = n
             break
@@ -231,7 +236,9 @@ def analyze_classic(lines: list[Line], *, stop_reason: str = "replay",
     a.handoff = handoff_info(lines, handoff, kend)
     a.steps, a.e820, a.damage = _steps(r), r.e820, r.damage
     a.damage.unknown_steps = sum(1 for s in a.steps if s.status == StepStatus.UNKNOWN.value)
-    finished = r.last is not None and STEPS[r.last[0]][0] == "halt"
+    # every BIOS call answered once 'In protected mode.' is printed; 'Halting.' only follows
+    last_id = STEPS[r.last[0]][0] if r.last is not None else None
+    finished = last_id in ("halt", "protected-mode") and not (last_id != "halt" and r.damage.trailing)
     stop = _stop(r, lines, stop_reason, silence_s) if not finished else None
     reset = None
     if r.reset_at is not None:
@@ -240,7 +247,7 @@ def analyze_classic(lines: list[Line], *, stop_reason: str = "replay",
         reset.line_index, reset.definite = r.reset_at, not r.damage.trailing
     a.garbled = garbled_stats(lines, handoff)
     e = Evidence(source="classic", stop_reason=stop_reason, silence_s=silence_s, started=start is not None,
-                 payload_seen=start is not None, finished=finished, done_missing=False,
+                 payload_seen=start is not None, finished=finished, done_missing=last_id == "protected-mode",
                  stopped=stop if reset is None else None, reset=reset, steps=a.steps, trouble=a.kernel_trouble,
                  handoff_seen=handoff is not None, kernel_seen=kernel_seen(texts[:kend]), garbled=a.garbled,
                  damage=a.damage)
@@ -251,5 +258,6 @@ def analyze_classic(lines: list[Line], *, stop_reason: str = "replay",
         a.steps[(reset or stop).index].status = StepStatus.HUNG.value
     a.payload = {"version": (lines[start].text.split("kexec_test ", 1)[1].split()[0]
                              if start is not None and _is_banner(lines[start].text) else None), "build_id": None}
+    a.before_after = {"available": False, "differences": []}  # the classic test takes no snapshot
     a.signature = signature(a, None)
     return a

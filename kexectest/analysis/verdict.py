@@ -110,10 +110,12 @@ def _finished_unknown(e):
 
 
 def _completed(e):
-    s = ("completed: classic kexec_test reached Halting." if e.source == "classic"
-         else f"completed: all {len(e.steps)} steps answered")
-    if e.done_missing:
-        s += " (its done line did not arrive)"
+    if e.source == "classic":
+        s = ("completed: classic kexec_test answered every call (its 'Halting.' line did not arrive)"
+             if e.done_missing else "completed: classic kexec_test reached Halting.")
+    else:
+        s = f"completed: all {len(e.steps)} steps answered" + (
+            " (its done line did not arrive)" if e.done_missing else "")
     return s + (f" ({_damage(e)}, none in a step)" if e.damage.lines else "")
 
 

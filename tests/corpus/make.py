@@ -1,7 +1,8 @@
 """Writes the hand-made corpus logs (run: python tests/corpus/make.py).
 
 Each log is a console capture as the collector sees it; checksums are computed with
-kexectest.trace.format_line, so a log is exactly what a payload would print.  Real captured logs
+kexectest.trace.format_line, so a log is exactly what a payload would print.  Expected files are
+golden files (tests/test_corpus.py): a new log gets a note, `pytest --update-corpus` fills it in.  Real captured logs
 sit beside these (their names start with "real-").
 """
 
@@ -216,9 +217,15 @@ def snapshot_lines() -> list[str]:
 
 
 def write(name: str, text: str | bytes, expected: dict) -> None:
+    """The log; its golden file is made by `pytest tests/test_corpus.py --update-corpus` (and
+    reviewed), so a new log gets only a note saying what it is meant to show."""
     data = text if isinstance(text, bytes) else text.encode()
     (HERE / f"{name}.log").write_bytes(data)
-    (HERE / f"{name}.expected.json").write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
+    golden = HERE / f"{name}.expected.json"
+    if not golden.exists():
+        intent = ", ".join(f"{k}={v}" for k, v in sorted(expected.items()) if k != "note")
+        note = expected.get("note", f"hand-made by tests/corpus/make.py, meant to show: {intent}")
+        golden.write_text(json.dumps({"note": note}, indent=1) + "\n")
 
 
 def crlf(lines: list[str]) -> str:
