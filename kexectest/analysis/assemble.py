@@ -31,7 +31,7 @@ class Call:
     begin: Record | None = None
     end: Record | None = None
     data: dict[str, bytearray] = field(default_factory=dict)
-    whole: dict[str, bool] = field(default_factory=dict)  # tag -> block ended (short chunk) or broken
+    whole: dict[str, str] = field(default_factory=dict)  # tag -> "ended" (a short chunk) or "broken"
     line: int = -1  # index of its begin (or end) line
 
 
@@ -199,16 +199,17 @@ class _Sequencer:
         tag = rec.fields.get("tag", "")
         buf = call.data.setdefault(tag, bytearray())
         off = int(rec.fields["off"], 16)  # format-checked: 4 hex digits, within 64 KiB
-        if call.whole.get(tag):
-            self.unknown(st, "data lines past the end of its dump", gap=True)
-            return
-        if off != len(buf):
-            self.unknown(st, f"data lines missing at offset {len(buf):04X}", gap=True)
-            call.whole[tag] = True  # nothing past the first hole is read
+        state = call.whole.get(tag)
+        if state == "broken":
+            return  # past the first hole nothing is read (the hole is counted once)
+        if state == "ended" or off != len(buf):
+            self.unknown(st, "data lines past the end of its dump" if state else
+                         f"data lines missing at offset {len(buf):04X}", gap=True)
+            call.whole[tag] = "broken"
             return
         buf += rec.data
         if len(rec.data) < DATA_CHUNK:
-            call.whole[tag] = True
+            call.whole[tag] = "ended"  # a short chunk is a dump's last
 
     def _skip(self, st: StepTrace, rec: Record, i: int) -> None:
         self._close_open("its end line is missing")
