@@ -78,7 +78,9 @@ def _evidence(asm: Assembly, a: Analysis, names, stop_reason, silence_s, kernel_
 def _place(a: Analysis, e: Evidence, verdict: str) -> None:
     """The located stop becomes the report's hang (a reset its reset); the step the trace
     stopped in is `hung` only when the verdict says so, or when a reset cut it short."""
-    a.reset = e.reset
+    # a "Linux version" line after a crash in the hand-off is a crash kernel's or a debugger's
+    # banner, not a reset: the report's reset is the verdict's
+    a.reset = e.reset if verdict == "reset" else None
     a.hang = e.stopped
     loc = e.stopped if verdict == "hung" else (e.reset if verdict == "reset" and e.reset.definite
                                               and e.started else None)

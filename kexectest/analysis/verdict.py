@@ -166,8 +166,10 @@ def _handoff_block(e):
 
 def _in_handoff(e):
     t = _handoff_block(e)
+    then = (f"; then '{strip_ts(e.reset.banner)[:48]}' (a crash kernel or a debugger, not a reset)"
+            if e.reset is not None else "")
     return (f"died-in-handoff: {strip_ts(t['title'])} (after the kernel's hand-off line, "
-            "before any payload line)")
+            f"before any payload line){then}")
 
 
 def _before_handoff_block(e):
