@@ -155,3 +155,52 @@ def test_edd_before_and_after_kexec_compared_field_by_field():
     diffs = analyze(split_all(changed.encode()), stop_reason="replay").to_dict()["before_after"]["differences"]
     assert "drive 81h mbr_signature: 12345678h before, 4B545331h after" in diffs
     assert "drive 81h sectors: 65536 before, 32768 after" in diffs
+
+
+def test_every_architectures_handoff_line():
+    """Each row of the hand-off table, as the kernel prints it (with and without timestamp and
+    prefix); lines that merely mention the words are not a hand-off."""
+    from kexectest.analysis.kernel import HANDOFF_RULES, is_handoff
+    samples = ["[   20.100000] kexec_core: Starting new kernel", "[   61.702112] Starting new kernel",
+               "[   61.712308] Bye!", "[   42.118011] Will call new kernel at 80200000 from hart id 0",
+               "[   42.118152] Bye...", "[   55.301610] kexec: Starting switchover sequence.",
+               "KTLOAD exec entry=0x2000c via=syscall"]
+    assert all(is_handoff(s) for s in samples)
+    assert {src for rx, src in HANDOFF_RULES} == {src for rx, src in HANDOFF_RULES
+                                                  if any(rx.search(s.split("] ")[-1]) for s in samples)}
+    for not_one in ("root@box:~# echo Bye!", "Bye!!", "[    1.0] systemd[1]: Starting new kernel modules...x"):
+        assert not is_handoff(not_one), not_one
+
+
+def test_live_state_reads_a_repeated_line_once():
+    """A banner the wire repeated is not the payload starting again (no reset, no early stop)."""
+    ls = LiveState()
+    seq = lines("[ 1.0] kexec_core: Starting new kernel", BANNER, BANNER, format_line("KT mode real"),
+                format_line("KT begin 008 base-mem int=12 ax=0000"))
+    assert [ls.feed(x) for x in seq] == [None] * 5 and ls.current == (8, "base-mem")
+    assert ls.feed(lines(BANNER)[0]) == "reset"  # the banner again later: a reset
+
+
+def test_one_list_of_verdicts_statuses_and_stop_reasons():
+    """The report schema's lists are the code's lists (errors.Verdict, model.StepStatus and
+    model.StopReason): one source of truth."""
+    from kexectest.analysis.model import STEP_STATUSES, STOP_REASONS, VERDICTS
+    from reportschema import schema
+    s = schema()
+    assert s["properties"]["verdict"]["enum"] == list(VERDICTS)
+    assert s["$defs"]["step"]["properties"]["status"]["enum"] == list(STEP_STATUSES)
+    assert s["properties"]["stop_reason"]["enum"] == list(STOP_REASONS)
+    assert s["properties"]["schema_version"]["const"] == analyze(lines(BANNER)).to_dict()["schema_version"]
+
+
+def test_classic_damaged_line_is_unknown_and_a_repeated_banner_no_reset():
+    from kexectest.analysis.classic import analyze_classic
+    head = ["kexec_test 1.8 starting...", "kexec_test 1.8 starting...",
+            "eax: 0E1FB007 ebx: 0000115C ecx: 00000000 edx: 00000000", "In real mode.",
+            "Interrupts enabled.", "Base memory size: 027F", "A2\x010 disab|ed.", "E820 Memory Map.",
+            "000000000009FC00 @ 0000000000000000 type: 00000001", "E801  Memory size: 0001FC00",
+            "Mem88 Memory size: FC00", "APM test done.", "Equiptment list: 0027", "Interrupts disabled.",
+            "In protected mode."]
+    a = analyze_classic(split_all(("\r\n".join(head) + "\r\n").encode()))
+    assert a.verdict == "garbled" and a.damage.duplicated == 1 and a.damage.lines == 1
+    assert [s.id for s in a.steps if s.status == "unknown"] == ["base-mem"]

@@ -73,6 +73,12 @@ def before_after(snap: dict | None, e820: list[dict], steps: list[dict]) -> dict
         out["base_memory"] = {"before_kib": kib, "after_kib": base, "same": kib == base}
         if kib != base:
             diffs.append(f"base memory: {kib} KiB before, {base} KiB after")
+    _drives(snap, answer, done, out, diffs)
+    return out
+
+
+def _drives(snap: dict, answer, done, out: dict, diffs: list[str]) -> None:
+    """Each drive the kernel's EDD saw at boot against the BIOS's int 13h answers after kexec."""
     edd_b = {re.sub(r".*?([0-9a-fA-F]{2})$", r"\1", k).upper(): v for k, v in (snap.get("edd") or {}).items()}
     drives_after = answer("edd-check").get("drives", {})
     params = answer("edd-params").get("drives", {})
@@ -106,7 +112,6 @@ def before_after(snap: dict | None, e820: list[dict], steps: list[dict]) -> dict
                 if bv != av:
                     shown = (f"{bv:08X}h", f"{av:08X}h") if k == "mbr_signature" else (bv, av)
                     diffs.append(f"drive {dr}h {k}: {shown[0]} before, {shown[1]} after")
-    return out
 
 
 def _num(v, base: int = 0) -> int | None:

@@ -64,15 +64,17 @@ TROUBLE_HINTS = (b"cut here", b"panic", b"Oops", b"protection fault", b"BUG", b"
 
 # The old kernel's last words before the next image runs, on every architecture, and the
 # loader's own marker.  Every row is a hand-off: the first one seen starts the hand-off phase.
+# Each matches the whole line (its timestamp removed), so a line that merely mentions the words
+# ("systemd[1]: Starting new kernel modules...", "echo Bye!") is none.
 HANDOFF_RULES = [
-    (re.compile(r"(kexec_core: |kexec: )?Starting new kernel\b"),
+    (re.compile(r"(kexec_core: |kexec: |^)Starting new kernel$"),
      "kernel/kexec_core.c kernel_kexec (pr_fmt 'kexec_core: '; older kernel/kexec.c without it)"),
     (re.compile(r"(^|: )Bye!$"), "arch/arm/kernel/machine_kexec.c, arch/arm64/kernel/machine_kexec.c"),
     (re.compile(r"(^|: )Bye\.\.\.$|^Will call new kernel at [0-9a-f]+ from hart id"),
      "arch/riscv/kernel/machine_kexec.c machine_kexec"),
-    (re.compile(r"kexec: Starting switchover sequence\."),
+    (re.compile(r"kexec: Starting switchover sequence\.$"),
      "arch/powerpc/kexec/core_64.c default_machine_kexec"),
-    (re.compile(r"KTLOAD exec"), "kexectest load, just before reboot(LINUX_REBOOT_CMD_KEXEC)"),
+    (re.compile(r"^KTLOAD exec\b"), "kexectest load, just before reboot(LINUX_REBOOT_CMD_KEXEC)"),
 ]
 HANDOFF_WORDS = ("Starting new kernel", "Bye", "Will call new kernel", "switchover sequence",
                  "KTLOAD exec")
