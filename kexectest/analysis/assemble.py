@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from ..trace import Line, Record
 from .catalog import STEP_IDS
 from .damage import damaged_kind, quote, step_ref
-from .kernel import is_handoff
 from .limits import DATA_CHUNK, malformed
 from .livestate import LiveState
 from .model import Damage
@@ -239,14 +238,12 @@ def assemble(lines: list[Line], names=None) -> Assembly:
     asm = Assembly()
     seq = _Sequencer(asm, names)
     live, dmg, prev_text = asm.live, asm.damage, None
-    # payload lines come after the hand-off line (anywhere when none is seen: it may be the
-    # damaged one); what looks damaged before it is the kernel's (a wrapped KTSNAP line)
-    payload_from = next((i for i, ln in enumerate(lines) if is_handoff(ln.text)), -1)
     for i, ln in enumerate(lines):
-        if ln.record is not None and ln.text == prev_text:
+        rec = ln.record
+        if rec is not None and ln.text == prev_text:
             dmg.duplicated += 1
             continue
-        prev_text = ln.text if ln.record is not None else prev_text
+        prev_text = ln.text if rec is not None else prev_text
         why = live.feed(ln)
         if live.handoff_seen and asm.handoff_at is None:
             asm.handoff_at = i
@@ -255,19 +252,13 @@ def assemble(lines: list[Line], names=None) -> Assembly:
             break
         if live.chain_line is not None:
             break  # the firmware booted again after int 19h: the run is over
-        running = asm.started and asm.done is None
-        kind = damaged_kind(ln, running)
-        rec = ln.record
+        if rec is None and asm.handoff_at is None and not asm.started:
+            continue  # the kernel's part (read for damage below if no hand-off line follows)
+        kind = damaged_kind(ln, asm.started and asm.done is None)
         if kind is None and rec is not None:
-            bad = malformed(rec, ln.text)
-            kind = "malformed" if bad else None
-        if kind is not None and i > payload_from:
-            _count(dmg, kind, ln.text)
-            asm.damaged_at.append(i)
-            if asm.done is None:
-                seq.damaged(i, ln.text)
-            continue
+            kind = "malformed" if malformed(rec, ln.text) else None
         if kind is not None:
+            _damaged(asm, seq, i, kind, ln.text)
             continue
         if rec is None:
             continue
@@ -283,13 +274,31 @@ def assemble(lines: list[Line], names=None) -> Assembly:
             asm.done = rec
         elif rec.kind in ("begin", "end", "data", "skip"):
             seq.feed(rec, i, ln.t)
-    if live.handoff_seen and asm.handoff_at is None:
-        asm.handoff_at = 0
+    if asm.handoff_at is None:  # no hand-off line: it may be one of the damaged ones
+        _damage_before_payload(asm, lines)
     seq.finish()
     last = asm.payload_lines[-1] if asm.payload_lines else -1
     # the trace ends in damaged lines: where it stopped cannot be read from it
     dmg.trailing = asm.done is None and bool(asm.damaged_at) and asm.damaged_at[-1] > last
     return asm
+
+
+def _damage_before_payload(asm: Assembly, lines: list[Line]) -> None:
+    """Without a hand-off line, damaged payload lines may sit anywhere before the first intact
+    one (the hand-off line itself may be among them); they belong to no step."""
+    end = asm.first_kt if asm.first_kt is not None else (asm.reset_at or len(lines))
+    found = [(i, kind, ln.text) for i, ln in enumerate(lines[:end])
+             if ln.record is None and (kind := damaged_kind(ln, False))]
+    for _i, kind, text in found:
+        _count(asm.damage, kind, text)
+    asm.damaged_at = [i for i, _k, _t in found] + asm.damaged_at
+
+
+def _damaged(asm: Assembly, seq: _Sequencer, i: int, kind: str, text: str) -> None:
+    _count(asm.damage, kind, text)
+    asm.damaged_at.append(i)
+    if asm.done is None:
+        seq.damaged(i, text)
 
 
 def _count(dmg: Damage, kind: str, text: str) -> None:

@@ -21,7 +21,7 @@ from .kernel import RESET_BANNERS, is_handoff, strip_ts
 from .model import Analysis, Damage, Hang, Reset, StepResult, StepStatus, StopReason
 from .signature import signature
 from .timing import garbled_stats
-from .verdict import Evidence, decide, kernel_seen
+from .verdict import Evidence, decide
 
 # step id, title, int, function, [(line prefix, role)]; role: label (printed before the call),
 # value (printed after it), labelvalue (label before the call, value after it on the same line)
@@ -249,7 +249,7 @@ def analyze_classic(lines: list[Line], *, stop_reason: str = "replay",
     e = Evidence(source="classic", stop_reason=stop_reason, silence_s=silence_s, started=start is not None,
                  payload_seen=start is not None, finished=finished, done_missing=last_id == "protected-mode",
                  stopped=stop if reset is None else None, reset=reset, steps=a.steps, trouble=a.kernel_trouble,
-                 handoff_seen=handoff is not None, kernel_seen=kernel_seen(texts[:kend]), garbled=a.garbled,
+                 handoff_seen=handoff is not None, kernel_texts=texts[:kend], garbled=a.garbled,
                  damage=a.damage)
     verdict, a.summary, a.hints = decide(e)
     a.verdict = verdict.value

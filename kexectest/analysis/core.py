@@ -18,7 +18,7 @@ from .model import Analysis, StepStatus
 from .signature import signature
 from .steps import build_steps, step_names
 from .timing import garbled_stats, payload_timing
-from .verdict import Evidence, decide, kernel_seen
+from .verdict import Evidence, decide
 
 _ANSWERED = frozenset({StepStatus.OK.value, StepStatus.ERROR.value, StepStatus.SKIPPED.value,
                        StepStatus.UNKNOWN.value})
@@ -72,7 +72,7 @@ def _evidence(asm: Assembly, a: Analysis, names, stop_reason, silence_s, kernel_
         payload_seen=asm.payload_seen, finished=asm.done is not None or done_missing,
         done_missing=done_missing, stopped=stopped, reset=reset, steps=a.steps,
         trouble=a.kernel_trouble, handoff_seen=asm.handoff_at is not None,
-        kernel_seen=kernel_seen(kernel_texts), garbled=a.garbled, damage=asm.damage)
+        kernel_texts=kernel_texts, garbled=a.garbled, damage=asm.damage)
 
 
 def _place(a: Analysis, e: Evidence, verdict: str) -> None:

@@ -44,7 +44,7 @@ def looks_like_payload(text: str, running: bool = False) -> bool:
     t = strip_log_ts(text)
     if t.startswith(("KTSNAP", "KTLOAD")):
         return False
-    if _HEAD.search(t) or (_TAIL.search(t.rstrip()) and _TAILED.match(t)):
+    if ("KT " in t and _HEAD.search(t)) or (_TAILED.match(t) and _TAIL.search(t.rstrip())):
         return True
     return running and (len(_FIELDS.findall(t)) >= 2 or _HEXRUN.search(t) is not None)
 

@@ -60,7 +60,7 @@ STOPS = frozenset(r.kind for r in TROUBLE if r.stops)
 
 # one cheap pre-filter: a line is worth the table only if it holds one of these words
 TROUBLE_HINTS = (b"cut here", b"panic", b"Oops", b"protection fault", b"BUG", b"WARNING", b"INFO:",
-                 b"Call Trace", b"LOCKUP", b"kdb", b"Vector:", b"sha256 digests")
+                 b"Call Trace", b"LOCKUP", b"Entering kdb", b"Vector:", b"sha256 digests")
 
 # The old kernel's last words before the next image runs, on every architecture, and the
 # loader's own marker.  Every row is a hand-off: the first one seen starts the hand-off phase.
@@ -76,8 +76,6 @@ HANDOFF_RULES = [
      "arch/powerpc/kexec/core_64.c default_machine_kexec"),
     (re.compile(r"^KTLOAD exec\b"), "kexectest load, just before reboot(LINUX_REBOOT_CMD_KEXEC)"),
 ]
-HANDOFF_WORDS = ("Starting new kernel", "Bye", "Will call new kernel", "switchover sequence",
-                 "KTLOAD exec")
 HANDOFF = ("kexec_core: Starting new kernel", "KTLOAD exec")  # the x86 lines (replay prefilter)
 
 # kexec-tools' purgatory on the console (kexec --console-serial): its own lines, quoted
@@ -87,12 +85,15 @@ RESET_BANNERS = ("SeaBIOS (version", "iPXE", "Booting from", "Linux version")
 
 KERNEL_HINTS = ("Linux version", "KTLOAD", "kexec_core", "Command line:", "BIOS-e820")
 
-# what a replay of a large log keeps from the kernel part (trace.prefiltered_lines)
+# what a replay of a large log keeps from the kernel part (trace.prefiltered_lines): the region
+# from the last hand-off line on is read whole, so what only comes after it (purgatory, xmon,
+# "Bye!") needs no keyword of its own
+_AFTER_HANDOFF_ONLY = (b"Vector:", b"sha256 digests")
 REPLAY_FILTER = {
-    "keywords": TROUBLE_HINTS + (b"KTSNAP", b"Linux version", b"Command line:", b"BIOS-e820",
-                                 b"kexec_test", b"Bye", b"Will call new kernel", b"switchover",
-                                 b"purgatory", b"digest: "),
-    "tail_markers": tuple(h.encode() for h in HANDOFF),
+    "keywords": tuple(h for h in TROUBLE_HINTS if h not in _AFTER_HANDOFF_ONLY)
+    + (b"KTSNAP", b"Linux version", b"Command line:", b"BIOS-e820", b"kexec_test"),
+    "tail_markers": (b"Starting new kernel", b"KTLOAD exec", b"Will call new kernel at",
+                     b"kexec: Starting switchover"),
     "block_after": TROUBLE_HINTS,
 }
 
@@ -126,8 +127,12 @@ def strip_ts(text: str) -> str:
     return _TS.sub("", text, count=1) if "]" in text[:24] else text
 
 
+_KERNEL_HINTS_RX = re.compile("|".join(re.escape(w) for w in KERNEL_HINTS))
+
+
 def is_handoff(text: str) -> bool:
-    if not any(w in text for w in HANDOFF_WORDS):
+    # every line of a capture comes here until the hand-off: plain substring tests first
+    if not ("new kernel" in text or "Bye" in text or "KTLOAD" in text or "switchover" in text):
         return False
     body = strip_ts(text).rstrip()
     return any(rx.search(body) for rx, _src in HANDOFF_RULES)
@@ -145,6 +150,12 @@ def trouble_kind(text: str) -> tuple[str, bool] | None:
         if rule.pattern.search(body):
             return rule.kind, rule.fatal
     return None
+
+
+def kernel_seen(texts) -> bool:
+    """The lines hold the kernel's own words (its banner, command line, memory map, kexec)."""
+    search = _KERNEL_HINTS_RX.search
+    return any(search(t) for t in texts)
 
 
 def stops(kind: str) -> bool:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import Verdict
-from .kernel import KERNEL_HINTS, stops, strip_ts
+from .kernel import kernel_seen, stops, strip_ts
 from .model import CONSOLE_LOST, INFRASTRUCTURE, Damage, Hang, Reset, StepResult, StopReason
 
 _STOP_WORDS = {"eof": "console lost (end of stream)", "lost": "console lost (connection broke)",
@@ -36,9 +36,14 @@ class Evidence:
     steps: list[StepResult]
     trouble: list[dict]  # Trouble dicts with their phase
     handoff_seen: bool
-    kernel_seen: bool  # the log holds kernel lines
+    kernel_texts: list[str]  # the kernel's part of the log
     garbled: dict = field(default_factory=dict)
     damage: Damage = field(default_factory=Damage)
+
+    @property
+    def kernel_seen(self) -> bool:
+        """The log holds the kernel's own lines (read only when a rung asks)."""
+        return kernel_seen(self.kernel_texts)
 
     def status(self, s: str) -> list[StepResult]:
         return [x for x in self.steps if x.status == s]
@@ -250,6 +255,3 @@ def decide(e: Evidence) -> tuple[Verdict, str, list[str]]:
             return rung.verdict, rung.words(e), list(rung.hints)
     raise AssertionError("the ladder's last rung always holds")
 
-
-def kernel_seen(texts) -> bool:
-    return any(any(h in t for h in KERNEL_HINTS) for t in texts)
