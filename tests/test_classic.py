@@ -47,3 +47,16 @@ def test_completed_and_a20_failure():
 def test_reset_in_classic():
     a = run(*HEAD, "Interrupts enabled.", "SeaBIOS (version 1.16.2)")
     assert a.verdict == "reset"
+
+
+def test_classic_shares_the_verdict_ladder():
+    """The classic reader fills the same Evidence and reads the same LADDER: a lost console is
+    not a hang, a measured silence says so, a missing last line is no hang."""
+    ls = split_all(("\r\n".join(HEAD + ["Interrupts enabled."]) + "\r\n").encode())
+    assert analyze_classic(ls, stop_reason="eof").verdict == "interrupted"
+    a = analyze_classic(ls, stop_reason="timeout", silence_s=12.5)
+    assert a.verdict == "hung" and a.hang["step"] == "base-mem" and "after 12.5 s of silence" in a.summary
+    assert a.hang["measured"] and a.hang["definite"]
+    done = HEAD + ["Interrupts enabled.", "A20 enabled", "Interrupts disabled.", "In protected mode."]
+    b = run(*done)  # 'Halting.' lost: every BIOS call had answered
+    assert b.verdict == "completed" and "did not arrive" in b.summary and b.hang is None
