@@ -4,9 +4,10 @@ judge whether the analysis of the damaged copy claims anything the undamaged evi
 
 A wrong diagnosis is a verdict or a cause the original does not support: a verdict other than
 the original's (``garbled`` and ``interrupted`` claim nothing about the firmware and are always
-honest), a step whose status is neither the original's nor ``unknown``/``not-reached``, a hang
-or reset at another step, kernel trouble, before/after differences or machine-state findings
-the original does not have.
+honest), a step whose status is neither the original's nor ``unknown``/``not-reached``, a
+``completed`` or ``failed-steps`` whose steps are not all there as in the original (a classic
+transcript may lose only its final ``Halting.``), a hang or reset at another step, kernel
+trouble, before/after differences or machine-state findings the original does not have.
 """
 
 from __future__ import annotations
@@ -84,6 +85,12 @@ def wrong_diagnosis(orig: dict, mut: dict) -> list[str]:
     if mut["verdict"] not in (orig["verdict"], *HONEST):
         bad.append(f"verdict {mut['verdict']} (original {orig['verdict']}): {mut['summary'][:120]}")
     steps = {s["index"]: s for s in orig.get("steps") or []}
+    if mut["verdict"] in ("completed", "failed-steps"):  # claims every step answered
+        m = {s["index"]: s["status"] for s in mut.get("steps") or []}
+        lost_last = [s for s in steps.values() if m.get(s["index"]) != s["status"]]
+        if len(m) != len(steps) or len(lost_last) > (1 if orig["source"] == "classic" else 0) or any(
+                m[s["index"]] != "not-reached" or s["index"] != max(steps) for s in lost_last):
+            bad.append(f"{mut['verdict']} with {len(m)} steps, {len(lost_last)} not as in the original")
     for s in mut.get("steps") or []:
         o = steps.get(s["index"])
         ok = {"unknown", "not-reached"} | ({o["status"]} if o and o["id"] == s["id"] else set())

@@ -191,16 +191,3 @@ def test_one_list_of_verdicts_statuses_and_stop_reasons():
     assert s["$defs"]["step"]["properties"]["status"]["enum"] == list(STEP_STATUSES)
     assert s["properties"]["stop_reason"]["enum"] == list(STOP_REASONS)
     assert s["properties"]["schema_version"]["const"] == analyze(lines(BANNER)).to_dict()["schema_version"]
-
-
-def test_classic_damaged_line_is_unknown_and_a_repeated_banner_no_reset():
-    from kexectest.analysis.classic import analyze_classic
-    head = ["kexec_test 1.8 starting...", "kexec_test 1.8 starting...",
-            "eax: 0E1FB007 ebx: 0000115C ecx: 00000000 edx: 00000000", "In real mode.",
-            "Interrupts enabled.", "Base memory size: 027F", "A2\x010 disab|ed.", "E820 Memory Map.",
-            "000000000009FC00 @ 0000000000000000 type: 00000001", "E801  Memory size: 0001FC00",
-            "Mem88 Memory size: FC00", "APM test done.", "Equiptment list: 0027", "Interrupts disabled.",
-            "In protected mode."]
-    a = analyze_classic(split_all(("\r\n".join(head) + "\r\n").encode()))
-    assert a.verdict == "garbled" and a.damage.duplicated == 1 and a.damage.lines == 1
-    assert [s.id for s in a.steps if s.status == "unknown"] == ["base-mem"]

@@ -134,6 +134,7 @@ class _Read:
     last_at: int = -1
     reset_at: int | None = None
     damaged: dict[int, list[str]] = field(default_factory=dict)
+    lost: list[int] = field(default_factory=list)  # calls whose line never arrived
     damage: Damage = field(default_factory=Damage)
 
 
@@ -179,7 +180,22 @@ def _read(lines: list[Line], start: int) -> _Read:
     if pending:
         r.damaged.setdefault(r.last[0] if r.last else 0, []).extend(pending)
         r.damage.trailing = True
+    _lost_lines(r)
     return r
+
+
+# calls the transcript may lack: the APM chain stops at 'APM test done.' without APM
+_OPTIONAL = frozenset({"apm-disconnect", "apm-connect", "apm-disable", "apm-disconnect2"})
+
+
+def _lost_lines(r: _Read) -> None:
+    """Its lines come in one fixed order: a call missing before the last line seen was lost."""
+    if r.last is None:
+        return
+    for i in range(r.last[0]):
+        if r.status[i] == StepStatus.NOT_REACHED.value and STEPS[i][0] not in _OPTIONAL:
+            r.lost.append(i)
+            r.damage.gaps += 1
 
 
 def _stop(r: _Read, lines: list[Line], stop_reason: str, silence_s: float | None) -> Hang | None:
@@ -219,6 +235,8 @@ def _steps(r: _Read) -> list[StepResult]:
         if i in r.damaged:
             s.status, s.damaged = StepStatus.UNKNOWN.value, [quote(t) for t in r.damaged[i][:4]]
             s.reason = "evidence damaged: a line that is none of kexec_test's"
+        elif i in r.lost:
+            s.status, s.reason = StepStatus.UNKNOWN.value, "no line for this call arrived (lost on the wire)"
         out.append(s)
     return out
 

@@ -71,13 +71,13 @@ def malformed(rec: Record, text: str) -> str | None:
             return "div=0000 (a 16550 divisor is at least 1)"
     if kind == "done":
         steps = rec.fields.get("steps")
-        if steps is not None and not _DEC.fullmatch(steps):
-            return f"steps={steps[:12]} out of format"
+        if steps is not None and (not _DEC.fullmatch(steps) or int(steps) > MAX_STEPS):
+            return f"steps={steps[:12]} beyond the payload's {MAX_STEPS}-step limit"
     return None
 
 
 def step_count(rec: Record | None) -> int | None:
-    """The banner's step count, within the payload's limit (None when absent)."""
+    """A banner's or done line's step count, within the payload's limit (None when absent)."""
     if rec is None:
         return None
     v = rec.fields.get("steps", "")

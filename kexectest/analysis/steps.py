@@ -24,11 +24,13 @@ def call_label(info: StepInfo, drive: int | None = None) -> str:
 
 
 def step_names(payload, asm: Assembly) -> list[str]:
-    """The step table: the payload ELF's, else as long as the banner says (ids from the trace,
-    then the catalogue)."""
+    """The step table: the payload ELF's, else as long as the banner (or the done line) says,
+    ids from the trace, then the catalogue."""
     if payload is not None and getattr(payload, "steps", None):
         return [getattr(s, "name", s) for s in payload.steps]
     count = step_count(asm.banner)
+    if count is None:  # the banner lost: the done line counts the steps too
+        count = step_count(asm.done)
     if count is None:
         count = max(asm.steps, default=-1) + 1
     return [asm.steps[i].name if i in asm.steps else STEP_IDS[i] if i < len(STEP_IDS)
