@@ -184,18 +184,24 @@ def _read(lines: list[Line], start: int) -> _Read:
     return r
 
 
-# calls the transcript may lack: the APM chain stops at 'APM test done.' without APM
-_OPTIONAL = frozenset({"apm-disconnect", "apm-connect", "apm-disable", "apm-disconnect2"})
+# the APM chain may stop early (straight to 'APM test done.' without APM, or after a call that
+# failed): its calls are in order, so one is missing only if a later one of them was printed
+_APM_CHAIN = ("apm-disconnect", "apm-connect", "apm-disable", "apm-disconnect2")
 
 
 def _lost_lines(r: _Read) -> None:
     """Its lines come in one fixed order: a call missing before the last line seen was lost."""
     if r.last is None:
         return
+    seen = {STEPS[i][0] for i, st in r.status.items() if st != StepStatus.NOT_REACHED.value}
     for i in range(r.last[0]):
-        if r.status[i] == StepStatus.NOT_REACHED.value and STEPS[i][0] not in _OPTIONAL:
-            r.lost.append(i)
-            r.damage.gaps += 1
+        sid = STEPS[i][0]
+        if r.status[i] != StepStatus.NOT_REACHED.value:
+            continue
+        if sid in _APM_CHAIN and not seen & set(_APM_CHAIN[_APM_CHAIN.index(sid) + 1:]):
+            continue
+        r.lost.append(i)
+        r.damage.gaps += 1
 
 
 def _stop(r: _Read, lines: list[Line], stop_reason: str, silence_s: float | None) -> Hang | None:
