@@ -174,7 +174,7 @@ class Damage(_View):
     noise: int = 0  # bytes the payload never prints, where it was running
     scrubbed: int = 0  # a secret was masked in it: not the wire's text
     duplicated: int = 0  # a line repeated on the wire (ignored; harmless)
-    gaps: int = 0  # holes in the step sequence (a line lost without a trace of its own)
+    gaps: int = 0  # breaks in the step sequence, where a line was lost (or damaged)
     unknown_steps: int = 0
     trailing: bool = False  # the trace ends in damaged lines: where it stopped is unknown
     quoted: list[str] = field(default_factory=list)  # the first damaged lines (at most 12)

@@ -163,7 +163,7 @@ def _damage_section(d: dict) -> list[str]:
                                                                 "noise", "scrubbed") if g.get(k))
     out = ["", "### Damaged evidence (never read as the firmware's answer)", "",
            f"- damaged lines: {g.get('lines', 0)}" + (f" ({kinds})" if kinds else ""),
-           f"- gaps in the step sequence (lines lost): {g.get('gaps', 0)}",
+           f"- breaks in the step sequence (where a line was lost or damaged): {g.get('gaps', 0)}",
            f"- steps unknown: {g.get('unknown_steps', 0)}"]
     if g.get("duplicated"):
         out.append(f"- lines repeated by the wire (read once): {g['duplicated']}")
