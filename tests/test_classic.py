@@ -78,3 +78,13 @@ def test_classic_damaged_line_is_unknown_and_a_repeated_banner_no_reset():
     a = analyze_classic(split_all(("\r\n".join(lines) + "\r\n").encode()))
     assert a.verdict == "garbled" and a.damage.duplicated == 1 and a.damage.lines == 1
     assert [s.id for s in a.steps if s.status == "unknown"] == ["base-mem", "a20-disable"]
+
+
+def test_classic_apm_chain_stops_only_where_the_test_does():
+    """kexec_test stops its APM chain only after the install check or the connect (each jumps to
+    'APM test done.'); a pair cut in half is a lost line."""
+    no_disable = [x for x in REAL if x not in ("APM disabling.", "APM disconnecting.")]
+    assert run(*no_disable).verdict == "completed"  # the connect failed: a chain that stops
+    lost = [x for x in REAL if x != "APM disconnecting."]
+    a = run(*lost)
+    assert a.verdict == "garbled" and [s.id for s in a.steps if s.status == "unknown"] == ["apm-disconnect2"]

@@ -184,9 +184,12 @@ def _read(lines: list[Line], start: int) -> _Read:
     return r
 
 
-# the APM chain may stop early (straight to 'APM test done.' without APM, or after a call that
-# failed): its calls are in order, so one is missing only if a later one of them was printed
-_APM_CHAIN = ("apm-disconnect", "apm-connect", "apm-disable", "apm-disconnect2")
+# The APM chain may stop early, and only at two points (Debian kexec-tools 2.0.25's
+# kexec_test.static, disassembled): after the install check (CF=1 or BX != 'PM') and after the
+# connect (CF=1), each straight to 'APM test done.'.  So its calls come in pairs, each pair whole
+# or absent, the second only after the first: a call is lost when its partner or a later pair
+# was printed.
+_APM_PAIRS = (("apm-disconnect", "apm-connect"), ("apm-disable", "apm-disconnect2"))
 
 
 def _lost_lines(r: _Read) -> None:
@@ -198,8 +201,9 @@ def _lost_lines(r: _Read) -> None:
         sid = STEPS[i][0]
         if r.status[i] != StepStatus.NOT_REACHED.value:
             continue
-        if sid in _APM_CHAIN and not seen & set(_APM_CHAIN[_APM_CHAIN.index(sid) + 1:]):
-            continue
+        pair = next((k for k, p in enumerate(_APM_PAIRS) if sid in p), None)
+        if pair is not None and not seen & {x for p in _APM_PAIRS[pair:] for x in p}:
+            continue  # the chain stopped before this pair
         r.lost.append(i)
         r.damage.gaps += 1
 

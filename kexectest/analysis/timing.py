@@ -9,6 +9,9 @@ from ..trace import Line, Record
 from .limits import UART_CLOCK, baud
 
 _NONPRINT = re.compile(r"[^\x20-\x7e\t]")
+# what line noise leaves in text: invalid bytes (decoded as U+FFFD) and control characters; not
+# ESC, which colour sequences of a healthy console carry
+_NOISE = re.compile("[\ufffd\x00-\x08\x0b-\x1a\x1c-\x1f\x7f]")
 
 
 def payload_timing(lines: list[Line], payload_lines: list[int], banner: Record | None) -> dict:
@@ -26,8 +29,9 @@ def payload_timing(lines: list[Line], payload_lines: list[int], banner: Record |
 
 
 def garbled_stats(lines: list[Line], handoff_at: int | None, stats: dict | None = None) -> dict:
-    """Bytes, non-printable bytes and bad-checksum lines after the hand-off when it was seen (the
-    kernel's console may be fine), else over the whole capture."""
+    """Bytes and non-printable bytes after the hand-off when it was seen (the kernel's console
+    may be fine), else over the whole capture; bad-checksum lines, and lines holding what line
+    noise leaves, over the whole capture."""
     if stats is not None:
         g = dict(stats)
     else:
@@ -36,6 +40,7 @@ def garbled_stats(lines: list[Line], handoff_at: int | None, stats: dict | None 
             nbytes += len(ln.text)
             nonprint += len(_NONPRINT.findall(ln.text))
         g = {"bytes": nbytes, "nonprintable": nonprint,
-             "bad_checksum_lines": sum(1 for ln in lines if ln.bad_checksum)}
+             "bad_checksum_lines": sum(1 for ln in lines if ln.bad_checksum),
+             "lines": len(lines), "noisy_lines": sum(1 for ln in lines if _NOISE.search(ln.text))}
     g["ratio_nonprintable"] = round(g["nonprintable"] / g["bytes"], 4) if g["bytes"] else 0.0
     return g

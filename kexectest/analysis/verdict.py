@@ -196,13 +196,23 @@ def _died_before(e):
 
 def _garbled_stats(e):
     g = e.garbled
+    if not _smeared(g):
+        return (f"garbled: {g['noisy_lines']} of {g['lines']} lines hold bytes a console never "
+                "prints (line noise): what the machine did cannot be read from them")
     return (f"garbled: {g['bytes']} bytes, {g['bad_checksum_lines']} bad-checksum lines, "
             f"{g['ratio_nonprintable']:.0%} non-printable (baud mismatch or line noise)")
 
 
-def is_garbled(g: dict) -> bool:
+def _smeared(g: dict) -> bool:
     ratio = g["nonprintable"] / g["bytes"] if g["bytes"] else 0.0
     return g["bytes"] >= 64 and (ratio > 0.15 or g["bad_checksum_lines"] >= 3)
+
+
+def is_garbled(g: dict) -> bool:
+    """A baud mismatch smears every byte; line noise leaves invalid bytes and control characters
+    in many lines (at least one line in five)."""
+    noisy = g.get("lines", 0) >= 5 and g.get("noisy_lines", 0) * 5 >= g.get("lines", 0)
+    return _smeared(g) or noisy
 
 
 _NOISE_HINTS = ("check the baud rate on both ends (the payload's divisor and the collector's --baud)",
