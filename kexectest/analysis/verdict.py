@@ -208,11 +208,14 @@ def _smeared(g: dict) -> bool:
     return g["bytes"] >= 64 and (ratio > 0.15 or g["bad_checksum_lines"] >= 3)
 
 
+def _noisy(g: dict) -> bool:
+    """Line noise leaves invalid bytes and control characters in many lines (one in five)."""
+    return g.get("lines", 0) >= 5 and g.get("noisy_lines", 0) * 5 >= g.get("lines", 0)
+
+
 def is_garbled(g: dict) -> bool:
-    """A baud mismatch smears every byte; line noise leaves invalid bytes and control characters
-    in many lines (at least one line in five)."""
-    noisy = g.get("lines", 0) >= 5 and g.get("noisy_lines", 0) * 5 >= g.get("lines", 0)
-    return _smeared(g) or noisy
+    """A baud mismatch smears every byte; line noise damages many lines."""
+    return _smeared(g) or _noisy(g)
 
 
 _NOISE_HINTS = ("check the baud rate on both ends (the payload's divisor and the collector's --baud)",
@@ -234,7 +237,10 @@ LADDER: list[Rung] = [
     Rung(Verdict.GARBLED, lambda e: e.payload_seen and not e.started, _all_damaged, _NOISE_HINTS),
     Rung(Verdict.DIED_IN_HANDOFF, lambda e: e.handoff_seen and any(
         t["phase"] == "handoff" and stops(t["kind"]) for t in e.trouble), _in_handoff),
-    Rung(Verdict.DIED_BEFORE_HANDOFF, lambda e: _before_handoff_block(e) is not None, _died_before),
+    # without its hand-off line on a noisy console, the line may be among the damaged ones: the
+    # trouble cannot be placed before it
+    Rung(Verdict.DIED_BEFORE_HANDOFF, lambda e: _before_handoff_block(e) is not None and (
+        e.handoff_seen or not _noisy(e.garbled)), _died_before),
     Rung(Verdict.GARBLED, lambda e: is_garbled(e.garbled), _garbled_stats, _NOISE_HINTS),
     Rung(Verdict.INTERRUPTED, lambda e: e.stop_reason == StopReason.INTERRUPTED.value,
          lambda e: "interrupted before the payload printed anything"),
