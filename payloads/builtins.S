@@ -86,6 +86,7 @@ h_state:					# KT state <group> key=value ...
 	FARPTR v46, %fs:0x46*4
 	call line_end
 	popw %fs
+	call pci_scan				# KT state pci / pcifn (pci.S)
 	ret
 
 h_apic:						# the repair was done in protected mode

@@ -131,6 +131,17 @@ res_es:		.word 0
 res_fl:		.word 0
 res_end:
 
+# the PCI scan (pci.S); the two bus maps stay adjacent (cleared together)
+	.p2align 2
+pci_cf8:	.long 0			# CF8h at entry, restored after the scan
+pci_id:		.long 0
+pci_busregs:	.long 0
+pci_bus:	.byte 0
+pci_devfn:	.byte 0
+pci_hdr:	.byte 0
+pci_queued:	.fill 32, 1, 0		# bit N: bus N is behind a bridge seen
+pci_done:	.fill 32, 1, 0		# bit N: bus N scanned
+
 # buffers the BIOS fills
 	.p2align 4
 buf_e820:	.fill 32, 1, 0

@@ -45,6 +45,7 @@ kt_multiboot:
 	.include "entry.S"
 	.include "io.S"
 	.include "builtins.S"
+	.include "pci.S"
 	.include "runner.S"
 	.include "steps.S"
 	.include "data.S"

@@ -83,9 +83,26 @@
 	.set F_OPTIN, 0x0100		# only with configuration flag C_INT19
 	.set F_NMIOPT, 0x0200		# only with configuration flag C_NMI
 
-# STEP name, int, eax, ... : one row of the step table (36 bytes).
-# Adding a BIOS call to the payload is one STEP line in steps.S.
-.macro STEP name, int=0, eax=0, ebx=0, ecx=0, edx=0, flags=0, handler=0, buf=0, dumplen=0, pre=0, post=0, dump=0
+# STEP id, int, eax, ..., title="...", fn=AX|AH|AH+BL|..., need=required|optional
+# One step: a 36-byte row of the step table (subsection 2, run by runner.S)
+# and, in the section .kt_step_meta that is never loaded, the record the host
+# reads about it (docs/payload.md, "Step table"): the title reports show, the
+# registers whose input values name the BIOS function ("AX" for AX=E820h,
+# "AH" for AH=88h, none for built-ins and int 11h/12h/19h), and whether a
+# healthy BIOS may lack the service (need=optional: its "not supported" answer
+# describes the firmware, it is not a failure).  How to add a step: docs/payload.md.
+.macro STEP name, int=0, eax=0, ebx=0, ecx=0, edx=0, flags=0, handler=0, buf=0, dumplen=0, pre=0, post=0, dump=0, title=, fn=, need=required
+	.ifb \title
+	.error "STEP \name: no title= (reports name the step by it)"
+	.endif
+	.ifnc \need,required
+	.ifnc \need,optional
+	.error "STEP \name: need=\need, expected required or optional"
+	.endif
+	.endif
+	.pushsection .kt_step_meta, "", @progbits
+	.asciz "\name", "\title", "\fn", "\need"
+	.popsection
 	.subsection 1
 .Lname\@:	.asciz "\name"
 	.subsection 2
@@ -117,6 +134,12 @@
 	.endif
 	.subsection 0
 .endm
+
+# The step metadata's first string names its format; STEP appends one record
+# (id, title, fn, need: four NUL-terminated strings) per row, in row order.
+	.pushsection .kt_step_meta, "", @progbits
+	.asciz "kt-step-meta 1"
+	.popsection
 
 # Row field offsets.
 	.set R_NAME, 0

@@ -107,3 +107,66 @@ def test_rewrite_handles_huge_lines(tmp_path):
     data = p.read_bytes()
     assert b"10.0.0.1" not in data and b"<ip-1>" in data
     assert len(data) == (5 << 20) + (3 << 20) + len(b" <ip-1> ")
+
+
+def test_redacted_environment_json_keeps_its_structure(tmp_path):
+    """--redact changes values, never keys or structure: the `serial` object stays an object."""
+    d = _run_dir(tmp_path, b"bench-tgt login: root\r\n")
+    env = {"serial": {"url": "socket://10.1.2.3:7000", "baud": 115200, "parity": "N"},
+           "collector_host": "bench-tgt", "timings": {"handoff_s": 1.5},
+           "dmi": {"product_serial": "PF2ABCDE", "serial": None, "board": ["x", 1, True]}}
+    bundle.finalize(d, report={"edid": {"serial": 4711}}, summary="x\n", environment=env,
+                    redact=True)
+    got = json.loads((d / "environment.json").read_text())
+    assert set(got) == set(env) and set(got["serial"]) == {"url", "baud", "parity"}
+    assert got["serial"]["url"] == "socket://<ip-1>:7000" and got["serial"]["baud"] == 115200
+    assert got["collector_host"] == "<host-1>" and got["timings"] == {"handoff_s": 1.5}
+    assert got["dmi"]["product_serial"].startswith("<serial-") and got["dmi"]["serial"] is None
+    assert got["dmi"]["board"] == ["x", 1, True]
+    assert json.loads((d / "report.json").read_text())["edid"]["serial"].startswith("<serial-")
+
+
+def test_redaction_leaves_ordinary_words():
+    """Only what docs/bundle-format.md names is redacted: not "Last" of "Last login:", not the
+    8250 driver's "Serial:" line."""
+    red = bundle.Redactor()
+    text = (b"bench-tgt login: root\r\nPassword: \r\n"
+            b"Last login: Mon Nov 23 10:00:00 UTC 2026 on ttyS0\r\n"
+            b"[    0.9] Serial: 8250/16550 driver, 4 ports, IRQ sharing enabled\r\n"
+            b"root@bench-tgt:~# echo Last\r\n"
+            b"\x1b[?2004hroot@bench-tgt:~# \r\n")  # bash's bracketed-paste escape first
+    red.collect(text)
+    assert red.names == {b"bench-tgt"}
+    out = red.apply(text)
+    assert b"Last login: Mon Nov 23 10:00:00 UTC 2026 on ttyS0" in out
+    assert b"Serial: 8250/16550 driver" in out and b"echo Last" in out
+    assert b"<host-1> login: root" in out and b"root@<host-1>:~#" in out
+
+
+def test_redacted_console_log_marks_the_lines_it_changed(tmp_path):
+    from kexectest import trace
+    from kexectest.output import consolelog
+
+    kt = trace.format_line("KT mode real")
+    d = _run_dir(tmp_path, f"box9 login: root\r\n{kt}\r\nlink 10.0.0.7 up\r\n".encode())
+    bundle.finalize(d, report=None, summary=None, environment={}, redact=True)
+    log = (d / "console.log").read_text().splitlines()
+    assert log[0].startswith("+00000.000000*\t") and "<host-1> login: root" in log[0]
+    assert log[1] == f"+00000.000000\t{kt}"  # untouched: no mark, still a payload record
+    assert log[2].startswith("+00000.000000*\t") and "<ip-1>" in log[2]
+    back = list(consolelog.read(d / "console.log"))
+    assert [ln.scrubbed for ln in back] == [True, False, True]
+    assert back[1].record is not None and back[1].record.kind == "mode"
+
+
+def test_a_short_secret_is_not_scrubbed_in_the_bundle(tmp_path):
+    """A password shorter than 8 characters (or all hex digits) is masked by the capture in the
+    login dialogue only; the bundle never masks it in the evidence (timestamps, KT lines)."""
+    kt = b"KT end 001 e820 eax=00000000 ~1234"
+    d = _run_dir(tmp_path, b"[ 10.000000] up\r\n" + kt + b"\r\n")
+    report = {"steps": [{"eax": "00000000"}]}
+    bundle.finalize(d, report=report, summary="00000000\n", environment={}, secret="0000")
+    assert kt in (d / "console.raw").read_bytes() and "*" not in (d / "console.log").read_text()
+    assert json.loads((d / "report.json").read_text()) == report
+    assert bundle.scrub_everywhere("pa55-w0rd!") and not bundle.scrub_everywhere("0000")
+    assert not bundle.scrub_everywhere("DEADBEEF00") and not bundle.scrub_everywhere("1234567")

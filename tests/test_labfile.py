@@ -10,6 +10,7 @@ import pytest
 
 from kexectest.errors import Exit, KexectestError
 from kexectest.fleet.labfile import load_lab
+from kexectest.payload.options import OPTIONS, config_argv, markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,6 +96,14 @@ def test_escaping_names(tmp_path, name):
     assert "lab.toml:" in msg and "name" in msg
 
 
+@pytest.mark.parametrize("name", ["box\\n", "box\\nrm", "\\nbox", "box/../x", "box\\t"])
+def test_machine_names_are_matched_whole(tmp_path, name):
+    """A name names a directory: a trailing newline (or any character outside the set) is
+    refused, not accepted by a regex anchored with $."""
+    msg = config_error(tmp_path, f'[[machine]]\nname = "{name}"\nserial = "socket://h:1"\n')
+    assert "name must be 1-64 letters, digits" in msg
+
+
 def test_password_literal_refused(tmp_path):
     msg = config_error(tmp_path, GOOD.replace('login = "root"', 'login = "root", password = "x"'))
     assert "password" in msg and "environment variable" in msg and "lab.toml:5" in msg
@@ -127,3 +136,42 @@ def test_cli_one_line_and_exit_code(tmp_path):
     assert proc.returncode == Exit.CONFIG, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "lab.toml:15" in lines[0] and "Traceback" not in proc.stderr
+
+
+# --- the payload options in a lab file: the keys are the table's --------------------------------
+
+TOML_SAMPLE = {"int": "2", "port": '"0x2f8"', "step": '"e820"', "steps": '["e820", 3]',
+               "switch": "true"}
+
+
+@pytest.mark.parametrize("option", OPTIONS, ids=[o.name for o in OPTIONS])
+def test_every_payload_option_is_a_load_key(tmp_path, option):
+    """A lab file takes every payload option under [load]; the virtual lab turns it into the
+    same `kexectest load` words as the command line."""
+    from kexectest.lab.runner import _split_config
+
+    text = (f'[[machine]]\nname = "v"\nqemu = {{ machine = "pc" }}\n'
+            f'load = {{ via = "syscall", {option.name} = {TOML_SAMPLE[option.kind]} }}\n')
+    m = load_lab(write(tmp_path, text)).machine("v")
+    config = _split_config({k: v for k, v in m.load.items() if k != "via"})
+    assert option.cli in config_argv(config)
+    wrong = '"yes"' if option.kind in ("switch", "int") else "1.5"
+    msg = config_error(tmp_path, text.replace(TOML_SAMPLE[option.kind], wrong))
+    assert f"load.{option.name} must be" in msg and "lab.toml:4" in msg
+
+
+def test_a_port_that_is_not_a_number_is_one_line():
+    from kexectest.lab.runner import _split_config
+
+    with pytest.raises(KexectestError) as info:
+        _split_config({"uart_base": "com2"})
+    assert info.value.code == Exit.CONFIG
+    assert "load.uart_base: 'com2' is not a number" in str(info.value)
+
+
+def test_docs_list_the_table():
+    """docs/lab-files.md shows the table payload/options.py makes, row for row."""
+    doc = (ROOT / "docs/lab-files.md").read_text()
+    block = doc.split("<!-- payload options: begin -->\n", 1)[1]
+    block = block.split("<!-- payload options: end -->", 1)[0]
+    assert block == markdown(), "replace the block in docs/lab-files.md with:\n" + markdown()

@@ -179,3 +179,160 @@ def test_baud_divisor_is_programmed_and_reported(built_payload, tmp_path):
     raw, _, _ = boot(elf, tmp_path)
     banner = payload_records(raw)[0]
     assert banner.kind == "banner" and banner.fields["div"] == "000C"
+
+
+# --- the PCI scan in the state step (payloads/pci.S) ------------------------------------------
+
+
+def boot_and_query_pci(elf: Path, tmp: Path, *, machine: str, extra=(), limit: float = 60.0):
+    """Boot `elf` (no debug-exit: it halts when done), wait for its `done` line, then ask QEMU
+    itself for its PCI devices over QMP (`query-pci`): an account of the machine independent of
+    the payload.  Returns (serial bytes, QMP's device list)."""
+    import json
+    import socket
+    serial, sock = tmp / f"serial-pci-{machine}.raw", tmp / f"qmp-{machine}.sock"
+    argv = [QEMU, "-machine", machine, "-accel", "tcg", "-m", "256", "-display", "none",
+            "-monitor", "none", "-no-reboot", "-serial", f"file:{serial}",
+            "-qmp", f"unix:{sock},server=on,wait=off", "-kernel", str(elf), *extra]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + limit
+    try:
+        while b"KT done " not in (serial.read_bytes() if serial.exists() else b""):
+            assert proc.poll() is None and time.monotonic() < deadline, "the payload never finished"
+            time.sleep(0.05)
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(sock))
+            f = s.makefile("rw")
+
+            def ask(cmd):
+                f.write(json.dumps({"execute": cmd}) + "\n")
+                f.flush()
+                while "return" not in (msg := json.loads(f.readline())):
+                    assert "error" not in msg, msg
+                return msg["return"]
+            f.readline()  # the greeting
+            ask("qmp_capabilities")
+            buses = ask("query-pci")
+    finally:
+        proc.kill()
+        proc.wait(10)
+    return serial.read_bytes(), buses
+
+
+def qmp_functions(buses) -> dict[str, dict]:
+    """QMP's devices by bdf, every bus behind bridges included (class without prog-if)."""
+    out = {}
+
+    def walk(devices):
+        for d in devices:
+            bdf = f"{d['bus']:02X}:{d['slot']:02X}.{d['function']:X}"
+            out[bdf] = {"vendor": d["id"]["vendor"], "device": d["id"]["device"],
+                        "class16": d["class_info"]["class"]}
+            br = d.get("pci_bridge")
+            if br:
+                out[bdf].update(sec=br["bus"]["secondary"], sub=br["bus"]["subordinate"])
+                walk(br.get("devices", []))
+    for b in buses:
+        walk(b["devices"])
+    return out
+
+
+def pci_lines(raw: bytes):
+    """(the pci record, the pcifn records) the payload printed, all inside step 000."""
+    recs = payload_records(raw)
+    first_begin = next(i for i, r in enumerate(recs) if r.kind == "begin")
+    state_end = next(i for i, r in enumerate(recs) if r.kind == "end")
+    head = [r for r in recs[first_begin:state_end] if r.kind == "state" and r.name == "pci"]
+    fns = [r for r in recs[first_begin:state_end] if r.kind == "state" and r.name == "pcifn"]
+    assert len(head) == 1 and recs[first_begin].name == "state" and recs[state_end].name == "state"
+    assert not [r for r in recs if r.kind == "state" and r.name in ("pci", "pcifn")
+                and r not in head + fns], "PCI lines only inside the state step"
+    return head[0], fns
+
+
+def scanned(fns) -> dict[str, dict]:
+    out = {}
+    for r in fns:
+        f = r.fields
+        assert re.fullmatch(r"[0-9A-F]{2}:[01][0-9A-F]\.[0-7]", f["bdf"]), f
+        assert all(re.fullmatch(r"[0-9A-F]{%d}" % n, f[k]) for k, n in
+                   (("vendor", 4), ("device", 4), ("class", 6), ("cmd", 4), ("hdr", 2))), f
+        assert f["bdf"] not in out, "each function once"
+        out[f["bdf"]] = {"vendor": int(f["vendor"], 16), "device": int(f["device"], 16),
+                         "class16": int(f["class"], 16) >> 8, "class": int(f["class"], 16),
+                         "cmd": int(f["cmd"], 16), "hdr": int(f["hdr"], 16)}
+        if "sec" in f:
+            out[f["bdf"]].update(sec=int(f["sec"], 16), sub=int(f["sub"], 16))
+    return out
+
+
+def assert_scan_matches_qemu(fns, buses):
+    got = scanned(fns)
+    want = qmp_functions(buses)
+    assert {b: {k: v for k, v in d.items() if k in ("vendor", "device", "class16", "sec", "sub")}
+            for b, d in got.items()} == want
+    for bdf, d in got.items():  # functions 1-7 only where function 0 says multi-function
+        if not bdf.endswith(".0"):
+            assert got[bdf[:-1] + "0"]["hdr"] & 0x80, bdf
+    return got
+
+
+def test_pci_scan_on_pc_lists_what_qemu_has(built_payload, disks, tmp_path):
+    raw, buses = boot_and_query_pci(pl.patch(built_payload, tmp_path / "p.elf"), tmp_path,
+                                    machine="pc", extra=["-drive", f"file={disks[0]},format=raw,"
+                                                         "if=ide,index=0,snapshot=on"])
+    head, fns = pci_lines(raw)
+    assert head.fields["present"] == "1" and re.fullmatch(r"[0-9A-F]{8}", head.fields["cf8"])
+    got = assert_scan_matches_qemu(fns, buses)
+    assert (got["00:00.0"]["vendor"], got["00:00.0"]["device"]) == (0x8086, 0x1237)  # i440FX
+    assert got["00:01.0"]["class16"] == 0x0601 and got["00:01.0"]["hdr"] & 0x80  # PIIX3 ISA
+    assert got["00:01.1"]["class16"] == 0x0101  # PIIX3 IDE
+    assert got["00:01.1"]["cmd"] & 0x1, "SeaBIOS drives the IDE disk by I/O ports"
+    vga = [b for b, d in got.items() if d["class16"] == 0x0300]
+    assert vga and got[vga[0]]["cmd"] & 0x3, "the VGA decodes I/O and memory"
+    # each PCI line stands alone: its own checksum was verified by the parser
+    assert len(fns) == len(got) >= 5
+
+
+def test_pci_scan_on_q35_lists_the_ich9_functions(built_payload, disks, tmp_path):
+    raw, buses = boot_and_query_pci(pl.patch(built_payload, tmp_path / "p.elf"), tmp_path,
+                                    machine="q35", extra=["-drive", f"file={disks[0]},format=raw,"
+                                                          "if=ide,index=0,snapshot=on"])
+    _, fns = pci_lines(raw)
+    got = assert_scan_matches_qemu(fns, buses)
+    assert (got["00:00.0"]["vendor"], got["00:00.0"]["device"]) == (0x8086, 0x29C0)
+    assert got["00:1F.0"]["class16"] == 0x0601 and got["00:1F.0"]["hdr"] & 0x80  # ICH9 LPC
+    assert got["00:1F.2"]["class"] == 0x010601, "SATA, AHCI interface"
+    assert got["00:1F.2"]["cmd"] & 0x4, "SeaBIOS's AHCI driver set bus mastering for the disk"
+    assert got["00:1F.3"]["class16"] == 0x0C05  # SMBus
+    assert any(d["class16"] == 0x0300 for d in got.values())
+
+
+def test_pci_scan_walks_behind_bridges(built_payload, tmp_path):
+    """Two bridges deep on pc: a bus is reached only through its bridge's secondary number."""
+    extra = ["-device", "pci-bridge,id=br1,chassis_nr=1,addr=5",
+             "-device", "pci-bridge,id=br2,bus=br1,chassis_nr=2,addr=3",
+             "-device", "virtio-rng-pci,bus=br2,addr=4", "-device", "qemu-xhci,bus=br1,addr=7"]
+    raw, buses = boot_and_query_pci(pl.patch(built_payload, tmp_path / "p.elf"), tmp_path,
+                                    machine="pc", extra=extra)
+    _, fns = pci_lines(raw)
+    got = assert_scan_matches_qemu(fns, buses)
+    outer = got["00:05.0"]
+    assert outer["class16"] == 0x0604 and outer["hdr"] & 0x7F == 1
+    inner_bdf = f"{outer['sec']:02X}:03.0"
+    inner = got[inner_bdf]
+    assert inner["sec"] != outer["sec"] and outer["sec"] < inner["sec"] <= outer["sub"]
+    assert got[f"{inner['sec']:02X}:04.0"]["vendor"] == 0x1AF4  # virtio, two buses down
+    assert got[f"{outer['sec']:02X}:07.0"]["class"] == 0x0C0330  # xHCI
+    buses_seen = [int(b[:2], 16) for b in got]
+    assert buses_seen == sorted(buses_seen), "buses in ascending order"
+
+
+def test_no_pci_prints_one_line_and_goes_on(built_payload, tmp_path):
+    """isapc has no PCI host bridge: configuration mechanism 1 does not answer."""
+    elf = patched(built_payload, tmp_path)
+    raw, _, status = boot(elf, tmp_path, machine="isapc", memory=64)
+    head, fns = pci_lines(raw)
+    assert head.fields == {"present": "0"} and fns == []
+    recs = payload_records(raw)
+    assert status == (0x31 << 1) | 1 and recs[-1].kind == "done"

@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kexectest import payload as pl
-from kexectest.errors import Exit, KexectestError
+from kexectest.errors import VERDICT_EXIT, Exit, KexectestError
+from kexectest.payload.options import CONFIG_OPTION_NAMES
 
 SRC = pl.payload_dir() / pl.SOURCE_NAME
 
@@ -380,3 +381,187 @@ def test_build_to_an_unwritable_place(elf):
     line = assert_one_line_error(run_cli("build", "-o", "/proc/kexectest-nope/x.elf"),
                                  Exit.BAD_INPUT)
     assert "cannot write /proc/kexectest-nope/x.elf" in line
+
+
+# --- the step table: one source (STEP lines), read from the ELF ----------------------------------
+
+
+def test_step_table_meets_the_decoders(img):
+    """Every step is titled, function registers only on BIOS calls, optional only for BIOS
+    services, and every step a decoder is registered for is a row of the table."""
+    from kexectest.analysis.decoders import DECODERS
+
+    ids = [s.name for s in img.steps]
+    assert img.step_meta and len(set(ids)) == len(ids)
+    for s in img.steps:
+        assert s.title and s.title.strip() == s.title, s
+        assert (s.int == 0) <= (s.fn == "" and not s.optional), s  # built-ins: no function
+        if s.fn:
+            assert s.function.startswith(s.fn.split("+")[0] + "="), s
+    assert not set(DECODERS) - set(ids), "decoders for steps the payload does not have"
+    optional = {s.name for s in img.steps if s.optional}
+    assert {"ist", "apm-check", "vbe-info", "edd-check"} <= optional
+    assert not optional & {"e820", "e801", "mem88", "disk-reset", "read-lba", "ticks"}
+    e820 = img.steps[img.step_index("e820")]
+    assert (e820.function, e820.title) == ("AX=E820h", "E820 memory map")
+    assert img.steps[img.step_index("video-ega")].function == "AH=12h BL=10h"
+
+
+def _same_table(cat, img):
+    return [(i.index, i.id, i.int_no, i.function, i.title, i.optional)
+            for i in cat.steps.values()] == \
+           [(s.index, s.name, s.int, s.function, s.title, s.optional) for s in img.steps]
+
+
+def test_catalogue_is_the_elf(elf, img):
+    from kexectest.analysis import catalog
+    from kexectest.analysis.decoders import Regs, decode_call
+    from kexectest.trace import Record
+
+    assert _same_table(catalog.default(), img)  # the default payload, built from the same sources
+    with catalog.using(elf) as cat:
+        assert _same_table(cat, img) and str(elf) in cat.source and cat.missing is None
+        assert list(catalog.STEP_IDS) == [s.name for s in img.steps]
+        assert set(catalog.OPTIONAL_SERVICES) == {s.name for s in img.steps if s.optional}
+        assert catalog.step_info("e820") == catalog.STEPS["e820"]
+        assert catalog.STEPS["e820"].index == 9
+    fields = {"cf": "1", "eax": "00008600"}  # AH=86h: function not supported
+    unsupported = Regs(Record("end", 0, "apm-check", fields, None, None))
+    assert decode_call("apm-check", unsupported, {}).status == "ok"  # optional: information
+    required = Regs(Record("end", 0, "e801", fields, None, None))
+    assert decode_call("e801", required, {}).status == "error"
+
+
+def test_catalogue_follows_the_payload_given(img, tmp_path):
+    """Retitling a STEP line and marking it optional is all it takes: the catalogue of that ELF
+    says so, and the default catalogue is untouched."""
+    from kexectest.analysis import catalog
+
+    src = copy_sources(tmp_path)
+    steps = src / "steps.S"
+    text = steps.read_text()
+    assert 'STEP e801, 0x15, title="E801 memory size", fn=AX, eax=0xE801\n' in text
+    steps.write_text(text.replace('title="E801 memory size", fn=AX, eax=0xE801',
+                                  'title="E801 size below and above 16 MiB", fn=AX, eax=0xE801, '
+                                  'need=optional'))
+    env = {**os.environ, "KEXECTEST_PAYLOAD_DIR": str(src)}
+    assert run_cli("build", "-o", tmp_path / "fork.elf", env=env).returncode == 0
+    fork = pl.PayloadImage.open(tmp_path / "fork.elf")
+    loaded = [(s.name, s.int, s.flags, s.eax) for s in fork.steps]
+    assert loaded == [(s.name, s.int, s.flags, s.eax) for s in img.steps]  # the rows are the same
+    with catalog.using(fork):
+        assert catalog.step_info("e801").title == "E801 size below and above 16 MiB"
+        assert "e801" in catalog.OPTIONAL_SERVICES
+    assert catalog.step_info("e801").title == "E801 memory size"
+    assert "e801" not in catalog.OPTIONAL_SERVICES
+
+
+def test_step_without_title_does_not_assemble(elf, tmp_path):
+    src = copy_sources(tmp_path)
+    with open(src / "steps.S", "a") as f:
+        f.write("\n\t.subsection 2\n\tSTEP extra, 0x15, eax=0xE801\n\t.subsection 0\n")
+    env = {**os.environ, "KEXECTEST_PAYLOAD_DIR": str(src)}
+    proc = run_cli("build", "-o", tmp_path / "x.elf", env=env)
+    line = assert_one_line_error(proc, Exit.BAD_INPUT)
+    assert "assembler failed" in line and "STEP extra: no title" in line
+
+
+def test_loaded_image_carries_no_metadata(elf, img, tmp_path):
+    """The metadata section is not loaded: removing it leaves the load segment byte for byte,
+    and such an ELF (as from before the section) reads with untitled steps and a warning."""
+    from kexectest.analysis import catalog
+
+    bare = tmp_path / "bare.elf"
+    subprocess.run(["objcopy", "--remove-section", ".kt_step_meta", elf, bare], check=True)
+    old = pl.PayloadImage.open(bare)
+    seg = img.segments[0]
+    assert old.read(seg.vaddr, seg.filesz) == img.read(seg.vaddr, seg.filesz)
+    assert not old.step_meta and [s.name for s in old.steps] == [s.name for s in img.steps]
+    assert all(s.title is None and not s.optional for s in old.steps)
+    assert any(lvl == "warning" and "no step metadata" in m for lvl, m in old.checks())
+    cat = catalog.for_payload(old)
+    assert cat.steps["e820"].title == f"untitled ({bare} has no step metadata)"
+    assert cat.steps["e820"].int_no == 0x15 and not cat.optional
+
+
+def test_metadata_that_does_not_match_the_table_is_bad_input(elf, img, tmp_path):
+    records = [f"{s.name}\0{s.title}\0{s.fn}\0{'optional' if s.optional else 'required'}\0"
+               for s in img.steps]
+    for name, body in (("short", records[:-1]), ("swapped", [records[1], records[0], *records[2:]]),
+                       ("need", [records[0].replace("required", "maybe"), *records[1:]])):
+        meta = tmp_path / f"{name}.bin"
+        meta.write_bytes(("kt-step-meta 1\0" + "".join(body)).encode())
+        bad = tmp_path / f"{name}.elf"
+        subprocess.run(["objcopy", "--update-section", f".kt_step_meta={meta}", elf, bad],
+                       check=True)
+        line = assert_one_line_error(run_cli("inspect", bad), Exit.BAD_INPUT)
+        assert ".kt_step_meta" in line and str(bad) in line, (name, line)
+
+
+def test_no_step_table_without_binutils(tmp_path):
+    """No ELF can be built: the analysis runs from the trace alone, names steps by their begin
+    lines, and its titles say why instead of inventing any."""
+    src = copy_sources(tmp_path)
+    for f in src.iterdir():
+        os.utime(f)  # newer than any built ELF: one would have to be built
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    env = {**os.environ, "PATH": str(empty), "KEXECTEST_PAYLOAD_DIR": str(src)}
+    log = Path(__file__).parent / "corpus" / "hung-edd-params.log"
+    proc = run_cli("report", log, "--json", env=env)
+    assert proc.returncode == VERDICT_EXIT["hung"], proc.stderr
+    rep = json.loads(proc.stdout)
+    assert rep["verdict"] == "hung" and rep["hang"]["step"] == "edd-params"
+    assert rep["hang"]["call"].startswith("int 13h") and rep["hang"]["drive"] == 0x80
+    assert "no step table" in rep["hang"]["title"] and "binutils" in rep["hang"]["title"]
+    assert rep["steps"][9]["id"] == "e820"  # from its begin line
+    assert all(s["title"].startswith("untitled (no step table") for s in rep["steps"])
+    assert rep["steps"][42]["id"] == "step-042"  # never begun: no name to give it
+
+
+# --- the payload options: one table ---------------------------------------------------------
+
+
+def sample(o):
+    """A value for option `o` that differs from the payload's default and is valid."""
+    return {"int": lambda: o.default // 2, "port": lambda: o.default + 8, "step": lambda: "e820",
+            "steps": lambda: ("e820", "1"), "switch": lambda: not o.default}[o.kind]()
+
+
+def test_option_defaults_are_the_built_payloads(img):
+    from kexectest.payload.options import OPTIONS
+
+    built = img.config.to_dict()
+    built.update(hang_at=built["hang_step"], reset_at=built["reset_step"],
+                 skip=tuple(built["skip"]))
+    assert [(o.name, o.default) for o in OPTIONS] == [(o.name, built[o.name]) for o in OPTIONS]
+
+
+@pytest.mark.parametrize("name", CONFIG_OPTION_NAMES)
+def test_every_option_row_reaches_the_config_block(elf, img, tmp_path, name):
+    """Each row alone makes its click option, its `kexectest load` words and its patch: the
+    words the table writes parse back to the same value and change the built config block."""
+    import click
+    from click.testing import CliRunner
+
+    from kexectest.commands.payload import config_options
+    from kexectest.payload.options import BY_NAME, config_argv, config_kwargs
+
+    o = BY_NAME[name]
+    seen: list[dict] = []
+
+    @click.command()
+    @config_options
+    def cmd(**options):
+        seen.append(config_kwargs(options))
+
+    res = CliRunner().invoke(cmd, o.argv(sample(o)))
+    assert res.exit_code == 0, res.output
+    kw = seen[-1]
+    assert CliRunner().invoke(cmd, config_argv(kw)).exit_code == 0 and seen[-1] == kw
+    assert [k for k, v in kw.items() if v not in (None, ())] == [o.implies or o.name]
+    before = img.config.to_dict()
+    after = pl.PayloadImage.open(pl.patch(elf, tmp_path / "o.elf", **kw)).config.to_dict()
+    assert after != before
+    if o.kind == "switch":
+        assert after["flags"] ^ before["flags"] == o.flag

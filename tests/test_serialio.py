@@ -280,6 +280,61 @@ def test_garbage_and_nuls(pty_console, tmp_path):
     assert all(capture._LOG_RE.match(x) for x in log.split("\n")[:-1])
 
 
+def test_tty_keeps_what_came_before_open(tmp_path):
+    """Bytes already waiting in the tty when the collector opens it are kept (pyserial would
+    flush them with tcflush on open)."""
+    import tty
+
+    con = PtyConsole()
+    try:
+        tty.setraw(con._slave)  # as a line left raw by an earlier run: the bytes stay as sent
+        data = encode(trace_lines())
+        con.write(data)  # the slave is still open here, so the tty holds the bytes
+        time.sleep(0.2)
+        port = transport.open_port(transport.SerialSettings(con.path))
+        con.release_slave()
+        cap = capture.Capture(tmp_path / "run")
+        cap.arm()
+        try:
+            assert follower.follow(port, cap, timeout=1.0) == "final"
+        finally:
+            cap.close()
+            port.close()
+        assert (tmp_path / "run" / "console.raw").read_bytes() == data
+    finally:
+        con.close()
+
+
+def test_socket_keeps_what_came_with_the_connection(tmp_path):
+    """A server that talks the moment it accepts (QEMU's console, ser2net): nothing lost."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    data = encode(trace_lines(steps=("e820",) * 40))
+
+    def serve():
+        conn, _ = srv.accept()
+        conn.sendall(data)
+        time.sleep(5)
+        conn.close()
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        reason, _ = capture_one(f"socket://127.0.0.1:{srv.getsockname()[1]}", tmp_path)
+    finally:
+        srv.close()
+    assert reason == "final"
+    assert (tmp_path / "run" / "console.raw").read_bytes() == data
+
+
+def test_rfc2217_url_gets_ign_set_control():
+    from kexectest.capture.urlhandler.protocol_rfc2217 import with_option
+    assert with_option("rfc2217://h:1", "ign_set_control") == "rfc2217://h:1?ign_set_control"
+    assert with_option("rfc2217://h:1?timeout=3", "ign_set_control") == \
+        "rfc2217://h:1?timeout=3&ign_set_control"
+    assert with_option("rfc2217://h:1?ign_set_control", "ign_set_control") == \
+        "rfc2217://h:1?ign_set_control"
+
+
 def test_loop_url_is_polled(tmp_path):
     """loop:// has no file descriptor: the follower polls it through pyserial."""
     port = transport.open_port(transport.SerialSettings("loop://"))
@@ -402,3 +457,67 @@ def test_follower_tick_grows_with_the_consoles_followed():
         assert fixed._tick(1) == fixed._tick(500) == 0.2
     finally:
         fixed.close()
+
+
+# -- scrubbing the login password --------------------------------------------------------------
+
+def _feed_lines(cap, lines, chunk=7):
+    data = encode(lines)
+    for i in range(0, len(data), chunk):
+        cap.feed(data[i:i + chunk])
+
+
+def test_a_scrubbed_line_is_marked_and_never_a_payload_answer(tmp_path):
+    secret = "Tr0ub4dor&3-kt"
+    cap = capture.Capture(tmp_path, secret=secret.encode())
+    hit = kt(f"KT mode {secret}")  # a valid KT line that happens to hold the secret
+    _feed_lines(cap, ["Password: " + secret, "root@box:~# go"])
+    cap.arm()  # a long password stays masked after the dialogue too
+    _feed_lines(cap, [hit, kt("KT mode real")])
+    cap.close()
+    assert secret.encode() not in (tmp_path / capture.RAW_NAME).read_bytes()
+    log = (tmp_path / capture.LOG_NAME).read_text()
+    assert secret not in log
+    back = list(capture.read_log(tmp_path / capture.LOG_NAME))
+    assert [ln.scrubbed for ln in back] == [True, False, True, False]
+    assert back[2].record is None and back[2].bad_checksum and "********" in back[2].text
+    assert back[3].record is not None and back[3].record.name == "real"
+    assert log.splitlines()[2].startswith("+") and "*\t" in log.splitlines()[2]
+    assert cap.scrubbed_lines == 2
+
+
+def test_a_short_secret_is_masked_only_in_the_login_dialogue(tmp_path):
+    """"0000" occurs in every KT end line: masking it there would rewrite the evidence."""
+    cap = capture.Capture(tmp_path, secret=b"0000")
+    _feed_lines(cap, ["[ 10.000000] getty", "bench login: root", "Password: "])
+    cap.secret_sent()
+    _feed_lines(cap, ["0000", "root@bench:~# kexec-go"])
+    cap.arm()
+    lines = trace_lines()
+    _feed_lines(cap, lines)
+    cap.close()
+    raw = (tmp_path / capture.RAW_NAME).read_bytes()
+    assert raw.startswith(b"[ 10.000000] getty\r\n")  # before the password went: as it came
+    assert b"Password: \r\n********\r\n" in raw and raw.endswith(encode(lines))
+    back = list(capture.read_log(tmp_path / capture.LOG_NAME))
+    assert [ln.text for ln in back[5:]] == lines
+    assert all(ln.record is not None for ln in back[6:]) and not any(ln.scrubbed for ln in back[4:])
+    assert [ln.scrubbed for ln in back[:4]] == [False, False, False, True]
+    assert back[3].text == "********"
+
+
+def test_a_secret_cut_at_the_length_limit_is_still_masked(tmp_path):
+    secret = b"s3cr3t-pa55w0rd"
+    for cut in (1, 7, len(secret) - 1):
+        d = tmp_path / str(cut)
+        cap = capture.Capture(d, secret=secret)
+        line = b"x" * (trace.MAX_LINE - cut) + secret + b" tail\r\n"
+        for i in range(0, len(line), 1000):
+            cap.feed(line[i:i + 1000])
+        cap.close()
+        for name in (capture.RAW_NAME, capture.LOG_NAME):
+            data = (d / name).read_bytes()
+            assert secret not in data and secret[:cut] + b"\n" not in data, (cut, name)
+        back = list(capture.read_log(d / capture.LOG_NAME))
+        assert [ln.scrubbed for ln in back] == [True, True]
+        assert "".join(ln.text for ln in back).endswith("********" + " tail")

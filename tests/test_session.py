@@ -18,6 +18,7 @@ import pytest
 from kexectest.errors import Exit
 from kexectest.capture.session import RunOptions, run_session
 from test_serialio import PtyConsole, TcpConsole, encode, paced_write, trace_lines
+from reportschema import assert_valid_report
 
 KEXECTEST = [sys.executable, "-m", "kexectest"]
 
@@ -38,6 +39,7 @@ def _bundle_ok(result, data: bytes | None = None):
     assert f"{d.name}/console.raw" in names and f"{d.name}/report.json" in names
     if data is not None:
         assert (d / "console.raw").read_bytes() == data
+    assert_valid_report(json.loads((d / "report.json").read_text()))
     return json.loads((d / "report.json").read_text()), json.loads(
         (d / "environment.json").read_text())
 
@@ -122,6 +124,9 @@ def test_redacted_bundle(con, tmp_path):
     con.feed_later(data)
     res = run_session(_opts(con.path, tmp_path, timeout=5, redact=True))
     assert res.verdict == "completed"
+    report, env = _bundle_ok(res)  # both still parse as JSON, the same keys as unredacted
+    assert set(env["serial"]) == {"url", "baud", "parity", "rtscts", "xonxoff"}
+    assert env["serial"]["url"] == con.path and report["verdict"] == "completed"
     blob = b""
     with tarfile.open(res.tarball) as tar:
         for m in tar.getmembers():

@@ -18,6 +18,7 @@ import pytest
 
 from kexectest.fleet import journal
 from kexectest.errors import Exit
+from reportschema import assert_valid_report
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "corpus"
@@ -162,6 +163,7 @@ def test_hardware_sweep(tmp_path, consoles):
     assert "Traceback" not in proc.stderr + proc.stdout
     for name in ("ok", "hangs", "steps-fail"):
         assert (out / m[name]["bundle"] / "report.json").exists()
+        assert_valid_report(json.loads((out / m[name]["bundle"] / "report.json").read_text()))
         assert (out / m[name]["bundle"]).is_relative_to(out / name)
     assert m["hangs"]["steps"] and any(st["status"] == "hung" for st in m["hangs"]["steps"])
     root = ET.parse(out / "junit.xml").getroot()
@@ -271,3 +273,75 @@ trigger = {{ kind = "manual" }}
         # "hung ... after 0.0 s of silence"; the runner/analysis owns that verdict
         pytest.xfail(f"reset reported as: {got['resets']['one_line']}")
     assert got["resets"]["verdict"] == "reset"
+
+
+# -- power commands: their own session, killed whole -------------------------------------------
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def test_power_command_killed_whole_at_its_timeout(tmp_path):
+    """Children that leave the process group and the session (setsid, a double fork) and keep
+    stdout open do not hold the sweep past the timeout, and are killed with the command."""
+    from kexectest.fleet import power
+
+    pids = tmp_path / "pids"
+    cmd = (f"(setsid sh -c 'echo $$ >> {pids}; exec sleep 40' &); "
+           f"setsid sh -c 'echo $$ >> {pids}; exec sleep 41' & "
+           f"echo $$ >> {pids}; echo started; sleep 42")
+    t0 = time.monotonic()
+    res = power.run_command("cycle", cmd, timeout=2)
+    took = time.monotonic() - t0
+    assert res.returncode is None and not res.ok and "hung, killed after" in res.one_line()
+    assert took < 5, took
+    assert "started" in res.output
+    time.sleep(0.2)
+    found = [int(x) for x in pids.read_text().split()]
+    assert len(found) == 3 and not [p for p in found if _alive(p)]
+
+
+def test_power_command_done_does_not_wait_for_a_child_holding_its_output(tmp_path):
+    """The command exits at once; a child it left in its own session keeps stdout open: the
+    result comes at once, not when the child closes it."""
+    from kexectest.fleet import power
+
+    pid_file = tmp_path / "pid"
+    res = power.run_command("on", f"setsid sh -c 'echo $$ > {pid_file}; exec sleep 30' & "
+                                  "echo powered on", timeout=20)
+    try:
+        assert res.ok and res.returncode == 0 and "powered on" in res.output
+        assert res.seconds < 2, res.seconds
+    finally:
+        for _ in range(100):
+            if pid_file.exists() and pid_file.read_text().strip():
+                break
+            time.sleep(0.01)
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)  # the child this test started
+
+
+def test_a_bug_on_one_machine_is_an_internal_error_not_a_lab_stage(tmp_path, monkeypatch):
+    """A bug met on one machine's path is exit 70 with its traceback kept, not retried, and the
+    other machines run on."""
+    from kexectest.fleet import sweep as sweep_mod
+    from kexectest.fleet.labfile import load_lab
+
+    lab = tmp_path / "lab.toml"
+    lab.write_text('[defaults]\ntrigger = { kind = "manual" }\n'
+                   '[[machine]]\nname = "buggy"\nserial = "socket://127.0.0.1:9"\nretries = 2\n')
+    monkeypatch.setattr(sweep_mod, "_call_hardware",
+                        lambda *a, **k: {}["a key that is not there"])
+    loaded = load_lab(lab)
+    opts = sweep_mod.SweepOptions(lab=loaded, machines=loaded.machines, out_dir=tmp_path / "s")
+    result = sweep_mod.Sweep(opts, sweep_mod.Progress(loaded.machines)).run()
+    rec = journal.finished(journal.read(tmp_path / "s"))["buggy"]
+    assert rec["exit_code"] == Exit.INTERNAL == 70 and rec["attempts"] == 1
+    assert "a bug in kexectest: please report it" in rec["one_line"]
+    assert "KeyError" in rec["one_line"]
+    saved = list((tmp_path / "s" / "buggy").rglob("kexectest-traceback-*.txt"))
+    assert len(saved) == 1 and "Traceback" in saved[0].read_text()
+    assert result["exit_code"] == Exit.INTERNAL

@@ -3,6 +3,7 @@ pty (or a TCP connection) prints login:, Password:, a prompt, and a payload trac
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -150,6 +151,22 @@ def test_login_command_completed_password_never_written(pty_target, tmp_path, mo
             assert PASSWORD.encode() not in p.read_bytes(), p
 
 
+def test_short_password_masked_only_in_the_dialogue(pty_target, tmp_path):
+    """A 4-digit password also occurs in the payload's answers: those are kept as they came
+    (no scrubbed line, every step verifiable); only its echo in the login dialogue is masked."""
+    con = pty_target("echo-password", password="0000")
+    res = run_session(_opts(con.path, tmp_path, login="root", password="0000",
+                            command="kexec-go"))
+    assert res.verdict == "completed", res.analysis.one_line()
+    raw = (res.bundle_dir / "console.raw").read_bytes()
+    assert b"Password: ********" in raw and raw.endswith(encode(trace_lines()))
+    log = (res.bundle_dir / "console.log").read_text().splitlines()
+    marked = [x for x in log if x.split("\t", 1)[0].endswith("*")]
+    assert len(marked) == 1 and marked[0].endswith("Password: ********")
+    env = json.loads((res.bundle_dir / "environment.json").read_text())
+    assert env["scrubbed_lines"] == 1
+
+
 def test_login_over_tcp(tmp_path, monkeypatch):
     """pexpect through socket:// (the QEMU lab's console) works the same."""
     srv = socket.socket()
@@ -233,3 +250,30 @@ def test_ssh_failure_is_reported(tmp_path):
     assert "ssh failed" in str(err.value) and "refused" in str(err.value)
     runs = [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
     assert (runs[0] / "ssh.log").is_file()
+
+
+# -- `kexectest load --exec` always needs --yes ------------------------------------------------
+
+def _load_exec(stdin, tmp_path, *extra):
+    """`kexectest load --exec` with a payload that does not exist: a refusal must come before
+    anything is read, built or loaded (exit 2, one line), never an attempt to kexec."""
+    return subprocess.run([sys.executable, "-m", "kexectest", "load", str(tmp_path / "none.elf"),
+                           "--exec", *extra], stdin=stdin, capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.parametrize("stdin", ["devnull", "pipe"])
+def test_exec_without_yes_refuses_without_a_terminal(tmp_path, stdin):
+    p = _load_exec(subprocess.DEVNULL if stdin == "devnull" else subprocess.PIPE, tmp_path)
+    assert p.returncode == Exit.USAGE, p.stderr
+    assert p.stderr.strip().splitlines() == [
+        "kexectest: error: --exec ends the running system: add --yes to confirm "
+        "(and there is no terminal here to ask at)"]
+
+
+def test_exec_with_yes_goes_on_without_a_terminal(tmp_path):
+    """--yes is the confirmation: the run goes on (and stops at the missing payload)."""
+    p = _load_exec(subprocess.DEVNULL, tmp_path, "--yes")
+    assert p.returncode != Exit.USAGE and "--yes" not in p.stderr
+    assert "none.elf" in p.stderr and "Traceback" not in p.stderr
+

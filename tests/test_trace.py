@@ -167,8 +167,10 @@ def _is_word(v: str) -> bool:
 def _field_ok(kind: str, key: str, v: str) -> bool:
     """The widths of docs/trace-format.md, one key at a time."""
     if kind == "state":
-        return (any(_is_hex(v, n) for n in (1, 2, 4, 8))
-                or (len(v) == 9 and v[4] == ":" and _is_hex(v[:4], 4) and _is_hex(v[5:], 4)))
+        return (any(_is_hex(v, n) for n in range(1, 9))
+                or (len(v) == 9 and v[4] == ":" and _is_hex(v[:4], 4) and _is_hex(v[5:], 4))
+                or (len(v) == 7 and v[2] == ":" and v[5] == "." and _is_hex(v[:2], 2)
+                    and _is_hex(v[3:5], 2) and v[6] in "01234567"))
     widths = {"int": 2, "ax": 4, "dl": 2, "eax": 8, "ebx": 8, "ecx": 8, "edx": 8, "esi": 8,
               "edi": 8, "ds": 4, "es": 4, "fl": 4, "off": 4, "uart": 4, "div": 4}
     if key in widths:
@@ -237,7 +239,8 @@ _tokens = st.sampled_from(["012", "12", "e820", "i=3", "dl=80", "off=0000", "a=b
                            "off=FFF0", "off=12345", "off=-001", "i=1234", "i=-1", "cf=2", "cf=1",
                            "eax=0000000G", "eax=00000001", "eax=-0000001", "ax=4100", "dl=800",
                            "steps=071", "steps=71", "steps=9999999", "div=0001", "div=1C200",
-                           "v1A=F000:FEA5", "ticks=0012ABCD", "fixed=1", "AB" * 32, "AB" * 33,
+                           "v1A=F000:FEA5", "ticks=0012ABCD", "fixed=1", "bdf=00:1F.2", "bdf=00:1F.8",
+                           "class=030000", "v1A=F000FEA5F", "AB" * 32, "AB" * 33,
                            "tag=oem", "tag=" + "x" * 40, "build=none", "build=AB", "reason=nodrive"])
 
 
@@ -317,6 +320,7 @@ def test_fields_outside_their_width_make_the_line_damaged():
     ok = ["KT data 009 e820 i=2 off=FFE0 " + "AB" * 32, "KT begin 040 edd-check int=13 ax=4100 dl=80",
           "KT banner version=0.1.0 build=none entry=32 uart=03F8 div=FFFF steps=999",
           "KT state ivt v08=F000:FEA5 v1A=F000:FE6E", "KT state apic present=0",
+          "KT state pcifn bdf=00:1F.2 vendor=8086 device=2922 class=010601 cmd=0507 hdr=00",
           "KT end 012 e820 i=127 cf=1 eax=FFFFFFFF ds=0000 es=FFFF fl=0202"]
     for body in ok:
         ln = parse_line(_kt(body))
@@ -339,7 +343,8 @@ def test_fields_outside_their_width_make_the_line_damaged():
            "KT begin 009 e820 int=15 ax=E820 ax=E820",  # a key twice
            "KT begin 009 e\u00e9820 int=15",             # not ASCII
            "KT begin 9 e820 int=15",                    # step number not 3 digits
-           "KT state regs eax=123",                     # a state value of 3 digits
+           "KT state regs eax=123456789",               # a state value of 9 digits
+           "KT state pcifn bdf=00:1F.9",                # a PCI function past 7
            "KT state regs eax=",                        # an empty value
            "KT mode =real"]
     for body in bad:

@@ -1,8 +1,9 @@
 """One run end to end: open the console, drive the target, capture, analyse, write the bundle.
 
 Used by `kexectest run` and `kexectest lab run`.  Whatever happens after the console is open
-(stage failure, Ctrl-C, console lost, payload hang) the bundle is written before returning or
-raising, so there is always something to attach to a bug report.
+(stage failure, Ctrl-C, console lost, payload hang, a full disk) the bundle is written -- as far
+as the disk allows -- before returning or raising, so there is always something to attach to a
+bug report.
 """
 
 from __future__ import annotations
@@ -20,17 +21,19 @@ from .. import __version__
 from ..analysis.model import Analysis
 from ..analysis.replay import analyze_capture
 from ..errors import VERDICT_EXIT, Exit, KexectestError
+from ..fsutil import internal_error
 from ..output import bundle, live, report
 from . import triggers
 from .capture import LOG_NAME, Capture, read_log
 from .follower import Follower
 from .transport import SerialSettings, open_port
 
-# capture stop reason -> analysis stop_reason
+# capture stop reason -> analysis stop_reason (analysis/model.py StopReason): a time limit cuts
+# a capture short (no measured hang); a stage or trigger failure is an infrastructure error
 _ANALYSIS_REASON = {"final": "final", "reset": "reset", "timeout": "timeout",
-                    "max-time": "timeout", "eof": "eof", "lost": "lost",
-                    "interrupted": "interrupted", "command-failed": "interrupted",
-                    "stage-failed": "interrupted"}
+                    "max-time": "max-time", "eof": "eof", "lost": "lost",
+                    "interrupted": "interrupted", "command-failed": "command-failed",
+                    "stage-failed": "stage-failed"}
 
 
 @dataclass(kw_only=True)
@@ -71,14 +74,16 @@ class SessionResult:
     timings: dict = field(default_factory=dict)
 
 
-def _mode(opts: RunOptions) -> str:
+def make_trigger(opts: RunOptions, password: str | None) -> triggers.Trigger:
+    """The trigger the options ask for: ssh, the console (login and/or command), or passive."""
     if opts.ssh:
-        return "ssh"
-    if opts.command:
-        return "serial-command"
-    if opts.login:
-        return "serial-login"
-    return "passive"
+        if not opts.command:
+            raise KexectestError("--ssh needs --command (what to run on the target)", Exit.USAGE)
+        return triggers.SshTrigger(opts.ssh, opts.command)
+    if opts.login or opts.command:
+        return triggers.ConsoleLogin(user=opts.login, password=password, prompt=opts.prompt,
+                                     command=opts.command, login_timeout=opts.login_timeout)
+    return triggers.Passive()
 
 
 def _quote_failure(cap: Capture, command: str | None) -> str:
@@ -97,29 +102,6 @@ def _load_payload(path: Path | None):
     return PayloadImage.open(path)
 
 
-def _drive(opts, port, cap, view, password):
-    """Log in / send the command / start ssh; returns the ssh trigger if any."""
-    if opts.ssh:
-        if not opts.command:
-            raise KexectestError("--ssh needs --command (what to run on the target)", Exit.USAGE)
-        trig = triggers.SshTrigger(opts.ssh, opts.command, cap.directory / "ssh.log")
-        trig.start()
-        cap.arm()
-        view.stage(f"command started over ssh on {opts.ssh}; capturing")
-        return trig
-    if opts.login or opts.command:
-        spawn = triggers.ConsoleSpawn(port, cap)
-        triggers.login(spawn, user=opts.login, password=password, prompt=opts.prompt,
-                     timeout=opts.login_timeout, stage=view.stage)
-        if opts.command:
-            triggers.run_command(spawn, opts.command, opts.prompt)
-            view.stage("command sent; capturing")
-            return None
-    cap.arm()
-    view.stage("listening")
-    return None
-
-
 def run_session(opts: RunOptions, console: Console | None = None) -> SessionResult:
     """Capture one run and write its bundle; raises KexectestError for stage failures (after the
     bundle is written, its path in the message)."""
@@ -127,28 +109,33 @@ def run_session(opts: RunOptions, console: Console | None = None) -> SessionResu
         opts.password_env, opts.login, interactive=sys.stdin.isatty())
     payload = _load_payload(opts.payload_elf)
     settings = SerialSettings(opts.serial_url, opts.baud, opts.parity, opts.rtscts,
-                                       opts.xonxoff)
+                              opts.xonxoff)
+    trigger = make_trigger(opts, password)
     port = open_port(settings)
-    run_dir = bundle.new_run_dir(opts.out_dir)
-    cap = Capture(run_dir, secret=password.encode("utf-8") if password else None)
+    try:
+        run_dir = bundle.new_run_dir(opts.out_dir)
+        cap = Capture(run_dir, secret=password.encode("utf-8") if password else None)
+    except BaseException:
+        port.close()
+        raise
     view = live.make_view(console, quiet=opts.quiet, json_output=opts.json_output,
                           title=f"kexectest run {opts.serial_url}", timeout=opts.timeout)
     error: KexectestError | None = None
-    trigger = None
+    trigger_failed = []
     try:
         with view:
             try:
-                trigger = _drive(opts, port, cap, view, password)
+                trigger.start(port, cap, view.stage)
             except KexectestError as exc:
                 error = exc
                 cap.stop("stage-failed", cap.clock(), str(exc))
             if error is None:
                 def on_update(c, now):
                     view.update(c, now)
-                    if trigger is not None:
-                        why = trigger.check(c.live.payload_started)
-                        if why:
-                            return ("command-failed", why)
+                    why = trigger.check(c)
+                    if why:
+                        trigger_failed.append(why)
+                        return ("command-failed", why)
                     return None
                 follower = Follower()
                 follower.add(port, cap, timeout=opts.timeout, max_time=opts.overall_timeout,
@@ -164,23 +151,31 @@ def run_session(opts: RunOptions, console: Console | None = None) -> SessionResu
     finally:
         cap.close()
         port.close()
-        if trigger is not None:
-            trigger.close()
-    return _finish(opts, cap, payload, error, trigger, password)
+        trigger.close()
+    return _finish(opts, cap, payload, error, trigger, bool(trigger_failed), password)
 
 
-def _finish(opts, cap, payload, error, trigger, password) -> SessionResult:
+def _finish(opts, cap, payload, error, trigger, trigger_failed, password) -> SessionResult:
     reason = cap.stop_reason or "interrupted"
     if reason == "command-failed" and error is None:
-        detail = cap.stop_detail if trigger is not None else _quote_failure(cap, opts.command)
-        if trigger is None:
-            detail = f"the command failed on the target (the shell prompt came back): {detail}"
+        detail = cap.stop_detail if trigger_failed else (
+            "the command failed on the target (the shell prompt came back): "
+            + _quote_failure(cap, opts.command))
         error = KexectestError(detail, Exit.TARGET_COMMAND)
+    problems = [p for p in (error, cap.write_error) if p is not None]
+    if error is cap.write_error and error is not None:
+        problems = [error]
     end = cap.stop_time if cap.stop_time is not None else cap.clock()
     silence = end - max(x for x in (cap.last_byte, cap.handoff, cap.t0) if x is not None)
-    lines = list(read_log(cap.directory / LOG_NAME))
-    result = analyze_capture(lines, stop_reason=_ANALYSIS_REASON.get(reason, "interrupted"),
-                              silence_s=round(silence, 3), payload=payload)
+    result = None
+    try:
+        lines = list(read_log(cap.directory / LOG_NAME))
+        result = analyze_capture(lines, stop_reason=_ANALYSIS_REASON.get(reason, "interrupted"),
+                                 silence_s=round(silence, 3), payload=payload)
+    except KexectestError as exc:
+        problems.append(exc)
+    except Exception as exc:  # a bug in the analysis: the capture is bundled all the same
+        problems.append(internal_error(exc, cap.directory))
     verdict_at = cap.clock()
     rel = lambda t: None if t is None else round(t - cap.t0, 6)  # noqa: E731
     timings = {
@@ -196,21 +191,53 @@ def _finish(opts, cap, payload, error, trigger, password) -> SessionResult:
         "platform": platform.platform(), "collector_host": socket.gethostname(),
         "command_line": list(opts.command_line),
         "serial": SerialSettings(opts.serial_url, opts.baud, opts.parity, opts.rtscts,
-                                          opts.xonxoff).to_dict(),
-        "mode": _mode(opts), "target": {"login": opts.login, "ssh": opts.ssh,
-                                        "command": opts.command, "prompt": opts.prompt},
+                                 opts.xonxoff).to_dict(),
+        "mode": trigger.mode, "target": {"login": opts.login, "ssh": opts.ssh,
+                                         "command": opts.command, "prompt": opts.prompt},
         "timings": timings, "stop": {"reason": reason, "detail": cap.stop_detail},
-        "bytes": cap.bytes, "lines": cap.lines, "payload": None,
-        "verdict": result.verdict, "error": str(error) if error else None,
+        "bytes": cap.bytes, "lines": cap.lines, "scrubbed_lines": cap.scrubbed_lines,
+        "payload": None, "verdict": result.verdict if result is not None else None,
+        "error": str(problems[0]) if problems else None,
         **opts.extra_environment,
     }
-    summary = report.render_summary_md(result, environment)
-    tarball = bundle.finalize(
-        cap.directory, report=result.to_dict(), summary=summary, environment=environment,
-        payload_elf=opts.payload_elf, extra_files={"qemu.stderr": opts.qemu_stderr},
-        redact=opts.redact, secret=password)
-    if error is not None:
-        raise KexectestError(f"{error} (bundle: {tarball})", error.code)
+    summary = None
+    if result is not None:
+        try:
+            summary = report.render_summary_md(result, environment)
+        except Exception as exc:  # a bug in the rendering: the rest is bundled all the same
+            problems.append(internal_error(exc, cap.directory))
+    tarball = None
+    try:
+        tarball = bundle.finalize(
+            cap.directory, report=result.to_dict() if result is not None else None,
+            summary=summary, environment=environment, payload_elf=opts.payload_elf,
+            extra_files={"qemu.stderr": opts.qemu_stderr}, redact=opts.redact, secret=password)
+    except bundle.BundleIncomplete as exc:
+        problems.append(exc)
+        tarball = exc.tarball
+    if problems:
+        raise _one_error(problems, cap, tarball)
     return SessionResult(verdict=result.verdict, exit_code=int(VERDICT_EXIT.get(
         result.verdict, Exit.INTERRUPTED)), bundle_dir=cap.directory, tarball=tarball,
         analysis=result, stop_reason=reason, timings=timings)
+
+
+def _one_error(problems: list[KexectestError], cap: Capture, tarball: Path | None
+               ) -> KexectestError:
+    """Everything that went wrong as one line: the first full disk, else the first problem,
+    then what was kept and where the bundle is."""
+    incomplete = next((p for p in problems if isinstance(p, bundle.BundleIncomplete)), None)
+    others = [p for p in problems if p is not incomplete]
+    causes = others + ([incomplete.first] if incomplete is not None else [])
+    first = next((p for p in causes if p.code == Exit.NO_SPACE), causes[0])
+    notes = [str(p) for p in others if p is not first]
+    if cap.write_error is not None:
+        notes.append(f"console.raw keeps the first {cap.bytes} bytes")
+    if not cap.directory.is_dir():
+        notes.append(f"the run directory {cap.directory} is gone")
+    elif incomplete is not None:
+        notes.append(f"not written: {', '.join(incomplete.missing)}; the rest is in "
+                     f"{cap.directory}")
+    else:
+        notes.append(f"bundle: {tarball}")
+    return KexectestError(f"{first} ({'; '.join(notes)})", first.code)

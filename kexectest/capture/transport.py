@@ -1,17 +1,30 @@
 """Serial consoles: open any pyserial URL (a tty, socket://, rfc2217://, loop://) and read it
-without ever dropping a byte; one clear line for every way opening one fails."""
+without ever dropping a byte; one clear line for every way opening one fails.
+
+pyserial's own seam chooses the class for a URL: this module puts kexectest's handlers
+(capture/urlhandler/: pyserial's classes that keep the input on open) first in
+`serial.protocol_handler_packages`; every other scheme stays pyserial's.  Reading uses only
+public pyserial: the descriptor from `fileno()` where a class has one, `in_waiting`/`read()`
+where not.
+"""
 
 from __future__ import annotations
 
 import errno
 import os
 import selectors
+import stat
 import time
 from dataclasses import dataclass
 
 import serial
 
 from ..errors import Exit, KexectestError
+from .urlhandler import TtySerial
+
+HANDLERS = "kexectest.capture.urlhandler"
+if HANDLERS not in serial.protocol_handler_packages:
+    serial.protocol_handler_packages.insert(0, HANDLERS)
 
 READ_SIZE = 65536
 PARITIES = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD}
@@ -65,23 +78,27 @@ def _open_error(url: str, exc: Exception) -> KexectestError:
 class Port:
     """One open console: the pyserial object plus a non-blocking read that never drops bytes.
 
-    Local ttys and socket:// expose a file descriptor we read with os.read/recv directly (one
-    syscall, exactly what is there); every other URL (rfc2217://, loop://, ...) is polled through
-    pyserial with `in_waiting`.
+    A class with a file descriptor (a local tty, socket://) is read with os.read on it: one
+    system call, exactly what is there.  Every other URL (rfc2217://, loop://, ...) is polled
+    through pyserial with `in_waiting`.
     """
 
     def __init__(self, ser: serial.SerialBase, settings: SerialSettings):
         self.serial = ser
         self.settings = settings
-        self.sock = None
         self.fd: int | None = None
-        module = type(ser).__module__
-        if module == "serial.urlhandler.protocol_socket" and getattr(ser, "_socket", None):
-            self.sock = ser._socket
-            self.sock.setblocking(False)
-            self.fd = self.sock.fileno()
-        elif isinstance(getattr(ser, "fd", None), int):
-            self.fd = ser.fd
+        self.is_socket = False
+        try:
+            fd = ser.fileno()
+        except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation: no descriptor
+            fd = None
+        if isinstance(fd, int) and fd >= 0:
+            self.fd = fd
+            try:
+                self.is_socket = stat.S_ISSOCK(os.fstat(fd).st_mode)
+            except OSError:
+                pass
+            os.set_blocking(fd, False)
 
     def fileno(self) -> int:
         if self.fd is None:
@@ -92,26 +109,21 @@ class Port:
         """What is there now (maybe b""); SerialLost when the console went away.
 
         `ready`: select() said the descriptor is readable.  A tty with VMIN=0 answers an empty
-        read with 0 bytes, so only an empty read after readiness means the device hung up."""
-        if self.sock is not None:
-            try:
-                data = self.sock.recv(size)
-            except (BlockingIOError, InterruptedError):
-                return b""
-            except OSError as exc:
-                raise SerialLost("lost", f"connection lost: {exc.strerror or exc}") from None
-            if not data:
-                raise SerialLost("eof", "connection closed by the other end")
-            return data
+        read with 0 bytes, so only an empty read after readiness means the device hung up; a
+        socket's empty read is always its end."""
         if self.fd is not None:
             try:
                 data = os.read(self.fd, size)
             except (BlockingIOError, InterruptedError):
                 return b""
             except OSError as exc:
-                raise SerialLost("lost", f"serial device lost: {exc.strerror or exc}") from None
-            if not data and ready:
-                raise SerialLost("eof", "serial device hung up")
+                what = "connection lost" if self.is_socket else "serial device lost"
+                raise SerialLost("lost", f"{what}: {exc.strerror or exc}") from None
+            if not data:
+                if self.is_socket:
+                    raise SerialLost("eof", "connection closed by the other end")
+                if ready:
+                    raise SerialLost("eof", "serial device hung up")
             return data
         try:
             waiting = self.serial.in_waiting
@@ -160,33 +172,15 @@ def open_port(settings: SerialSettings) -> Port:
         raise KexectestError(f"parity must be N, E or O, not {settings.parity!r}", Exit.USAGE)
     kwargs = dict(baudrate=settings.baud, parity=PARITIES[settings.parity.upper()],
                   rtscts=settings.rtscts, xonxoff=settings.xonxoff, timeout=0)
-    if _is_local(url):
-        if not os.path.exists(url):
-            raise KexectestError(f"serial device {url} does not exist", Exit.SERIAL)
-        kwargs["exclusive"] = True
     try:
-        ser = serial.serial_for_url(_url_for_pyserial(url), do_not_open=True, **kwargs)
-        # pyserial flushes the input on open (socket://, tty): bytes the target sent while we
-        # connected would be lost, and the kernel's first words matter.  Keep them.
-        ser.reset_input_buffer = ser._reset_input_buffer = _keep_input
-        try:
-            ser.open()
-        finally:
-            del ser.reset_input_buffer, ser._reset_input_buffer
+        if _is_local(url):
+            if not os.path.exists(url):
+                raise KexectestError(f"serial device {url} does not exist", Exit.SERIAL)
+            ser = TtySerial(None, exclusive=True, **kwargs)  # what serial_for_url does for a path
+            ser.port = url
+        else:
+            ser = serial.serial_for_url(url, do_not_open=True, **kwargs)
+        ser.open()
     except (ValueError, serial.SerialException, OSError) as exc:
         raise _open_error(url, exc) from None
     return Port(ser, settings)
-
-
-def _url_for_pyserial(url: str) -> str:
-    """rfc2217://: ignore the server's answers to SET_CONTROL (ser2net 4 does not send the
-    ones pyserial waits for; we use no modem control lines), as labgrid does."""
-    if url.lower().startswith("rfc2217://") and "ign_set_control" not in url:
-        return url + ("&" if "?" in url else "?") + "ign_set_control"
-    return url
-
-
-def _keep_input() -> None:
-    """Stands in for pyserial's input flush while a port opens."""
-
-

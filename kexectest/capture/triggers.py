@@ -1,5 +1,9 @@
-"""Driving the machine under test: log in and run a command over the serial console (pexpect),
-run it over ssh, or just listen.
+"""Driving the machine under test to its kexec: one interface (`Trigger`), one class per way --
+log in and run a command over the serial console (pexpect), run it over ssh, or just listen.
+
+A trigger takes the target up to the hand-off and arms the capture (`start`), is asked at every
+wake-up of the capture loop whether it failed (`check`), and is ended with the run (`close`).
+A new way (a push over the network, a BMC's virtual media, ...) is one more subclass.
 
 Why pexpect over our own Port: every byte pexpect reads goes through `Capture.feed` first, so the
 kernel's last words before the payload starts land in console.raw like everything else.  The
@@ -8,19 +12,25 @@ password is only ever sent to the port; the capture scrubs it should the target 
 
 from __future__ import annotations
 
+import abc
 import getpass
 import os
 import re
-import subprocess
+import shutil
 import time
 from pathlib import Path
+from typing import Callable
 
 import pexpect
 from pexpect.spawnbase import SpawnBase
 
 from ..errors import Exit, KexectestError
-from .capture import Capture
+from ..fsutil import os_error
+from . import process
+from .capture import WRITE_FAILED, Capture
 from .transport import Port, SerialLost
+
+Stage = Callable[[str], None]  # tells the user which stage the run is in
 
 LOGIN_RE = re.compile(rb"(?<![Ll]ast )(?<![Ll]ast  )login: *\Z")
 PASSWORD_RE = re.compile(rb"[Pp]assword: *\Z")
@@ -53,7 +63,8 @@ class ConsoleSpawn(SpawnBase):
             raise pexpect.EOF(str(exc)) from None
         if not data:
             raise pexpect.TIMEOUT("no data from the console")
-        self.capture.feed(data)
+        if self.capture.feed(data) == WRITE_FAILED:
+            raise self.capture.write_error
         self._log(data, "read")
         return data
 
@@ -127,6 +138,7 @@ def login(spawn: ConsoleSpawn, *, user: str | None, password: str | None, prompt
             if password is None:
                 raise KexectestError("the target asks for a password: set one with "
                                      "--password-env VAR", Exit.LAB_STAGE)
+            spawn.capture.secret_sent()
             spawn.sendline(password)
             sent_password = True
         elif idx == 2:
@@ -149,33 +161,94 @@ def run_command(spawn: ConsoleSpawn, command: str, prompt: str) -> None:
     spawn.capture.watch_prompt(re.compile(prompt, re.M))
 
 
-class SshTrigger:
-    """Runs the command over `ssh -o BatchMode=yes` while the serial console is captured."""
+class Trigger(abc.ABC):
+    """How the machine under test is made to kexec into the payload."""
 
-    def __init__(self, host: str, command: str, log_path: Path):
+    mode = "passive"  # environment.json's "mode"
+
+    @abc.abstractmethod
+    def start(self, port: Port, capture: Capture, stage: Stage) -> None:
+        """Drive the target up to the hand-off and arm the capture.  KexectestError (with the
+        stage's exit code) when the target cannot be driven; the capture keeps what came."""
+
+    def check(self, capture: Capture) -> str | None:
+        """Asked at every wake-up while capturing: a one-line failure of the trigger, or None."""
+        return None
+
+    def close(self) -> None:
+        """End whatever the trigger started (always called, also after a failure)."""
+
+
+class Passive(Trigger):
+    """Just listen: someone else starts the kexec (by hand, a cron job, a test harness)."""
+
+    def start(self, port: Port, capture: Capture, stage: Stage) -> None:
+        capture.arm()
+        stage("listening")
+
+
+class ConsoleLogin(Trigger):
+    """Log in over the serial console and, with a command, type it there."""
+
+    def __init__(self, *, user: str | None, password: str | None, prompt: str,
+                 command: str | None, login_timeout: float):
+        self.user, self.password, self.prompt = user, password, prompt
+        self.command, self.login_timeout = command, login_timeout
+        self.mode = "serial-command" if command else "serial-login"
+
+    def start(self, port: Port, capture: Capture, stage: Stage) -> None:
+        spawn = ConsoleSpawn(port, capture)
+        login(spawn, user=self.user, password=self.password, prompt=self.prompt,
+              timeout=self.login_timeout, stage=stage)
+        if self.command:
+            run_command(spawn, self.command, self.prompt)
+            stage("command sent; capturing")
+        else:
+            capture.arm()
+            stage("listening")
+
+
+class SshTrigger(Trigger):
+    """Runs the command over `ssh -o BatchMode=yes` while the serial console is captured; ssh
+    runs in its own session and is ended whole with the run."""
+
+    mode = "ssh"
+
+    LOG_NAME = "ssh.log"  # in the run directory: ssh's and the command's output
+
+    def __init__(self, host: str, command: str):
         self.host = host
         self.command = command
-        self.log_path = Path(log_path)
-        self.proc: subprocess.Popen | None = None
+        self.log_path: Path | None = None
+        self.proc: process.Command | None = None
         self._log = None
 
-    def start(self) -> None:
-        self._log = open(self.log_path, "wb")
+    def start(self, port: Port, capture: Capture, stage: Stage) -> None:
+        ssh = shutil.which("ssh")
+        if ssh is None:
+            raise KexectestError("ssh not found: install openssh-client", Exit.MISSING_TOOL)
+        self.log_path = capture.directory / self.LOG_NAME
         try:
-            self.proc = subprocess.Popen(
-                ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=15", self.host,
-                 self.command], stdin=subprocess.DEVNULL, stdout=self._log,
-                stderr=subprocess.STDOUT)
-        except FileNotFoundError:
-            self._log.close()
-            raise KexectestError("ssh not found: install openssh-client", Exit.MISSING_TOOL) \
+            self._log = open(self.log_path, "wb")
+        except OSError as exc:
+            raise os_error(self.log_path, exc, "create") from None
+        try:
+            self.proc = process.Command(
+                [ssh, "-o", "BatchMode=yes", "-o", "ConnectTimeout=15", self.host, self.command],
+                output=self._log)
+        except OSError as exc:
+            raise KexectestError(f"cannot start ssh: {exc.strerror}", Exit.MISSING_TOOL) \
                 from None
+        capture.arm()
+        stage(f"command started over ssh on {self.host}; capturing")
 
-    def check(self, payload_started: bool) -> str | None:
+    def check(self, capture: Capture) -> str | None:
         """None while all is well; a one-line failure when ssh or the command failed."""
-        if self.proc is None or self.proc.poll() is None or payload_started:
+        if self.proc is None or capture.live.payload_started:
             return None
-        code = self.proc.returncode
+        code = self.proc.poll()
+        if code is None:
+            return None
         text = self.output_tail()
         if code == 0:
             return None
@@ -185,6 +258,8 @@ class SshTrigger:
         return f"{what}: {text or '(no output)'}"
 
     def output_tail(self) -> str:
+        if self.log_path is None:
+            return ""
         try:
             data = self.log_path.read_bytes()[-2000:].decode("utf-8", "replace")
         except OSError:
@@ -193,12 +268,10 @@ class SshTrigger:
         return " | ".join(lines[-3:])
 
     def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            self.proc.kill()
         if self._log is not None:
-            self._log.close()
+            try:
+                self._log.close()
+            except OSError:
+                pass

@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 
 from ..errors import Exit, KexectestError
-from ..payload.options import CONFIG_OPTION_NAMES, config_kwargs
+from ..payload.options import CONFIG_OPTION_NAMES
 from .payload import config_options
 from .run import finish
 
@@ -98,8 +98,9 @@ def run_cmd(machine, memory, smp, disks, accel, loader, payload, out_dir, timeou
     if unknown:
         raise KexectestError(f"lab run: load option(s) {', '.join(sorted(unknown))} are not "
                              "supported by the virtual lab", Exit.CONFIG)
-    cli_cfg = config_kwargs(options)
-    cfg.update({k: v for k, v in cli_cfg.items() if v not in (None, ())})
+    # options given here win over the lab file's, value by value (run_virtual reads them both)
+    cfg.update({k: v for k, v in options.items()
+                if k in CONFIG_OPTION_NAMES and v not in (None, ())})
 
     console = Console(stderr=json_output, highlight=False)
     result = run_virtual(

@@ -11,6 +11,7 @@ import click
 
 from .. import payload as pl
 from ..errors import Exit, KexectestError
+from ..fsutil import is_no_space
 from ..payload.options import config_kwargs
 from ..target import loader, snapshot
 from .payload import config_options
@@ -26,13 +27,18 @@ def _warn(msg: str) -> None:
               show_default=True, help="Raw kexec_load (no purgatory) or kexec-tools' elf-x86.")
 @config_options
 @click.option("--exec", "do_exec", is_flag=True,
-              help="Jump into the payload now (ends the running system).")
-@click.option("--yes", is_flag=True, help="Do not ask before --exec on a terminal.")
+              help="Jump into the payload now (ends the running system).  Always needs --yes: "
+                   "without it --exec refuses, at a terminal and without one (ssh without a "
+                   "tty, cron, < /dev/null) alike.")
+@click.option("--yes", is_flag=True, help="Confirm --exec.")
 @click.option("--no-snapshot", is_flag=True, help="Do not print the KTSNAP before-snapshot.")
 def load_cmd(payload, via, do_exec, yes, no_snapshot, **options):
-    """Load the payload for kexec on THIS machine (as root); with --exec, start it."""
-    if do_exec and not yes and sys.stdin.isatty():
-        raise KexectestError("--exec ends the running system: add --yes to confirm",
+    """Load the payload for kexec on THIS machine (as root); with --exec, start it.
+
+    --exec ends the running system: it always needs --yes."""
+    if do_exec and not yes:
+        how = "" if sys.stdin.isatty() else " (and there is no terminal here to ask at)"
+        raise KexectestError(f"--exec ends the running system: add --yes to confirm{how}",
                              Exit.USAGE)
     src = Path(payload) if payload else pl.ensure_built()
     try:
@@ -40,7 +46,7 @@ def load_cmd(payload, via, do_exec, yes, no_snapshot, **options):
     except OSError as exc:
         raise KexectestError(f"cannot make a temporary directory for the patched payload: "
                              f"{exc.strerror} (set TMPDIR to a writable directory)",
-                             Exit.BAD_INPUT) from None
+                             Exit.NO_SPACE if is_no_space(exc) else Exit.BAD_INPUT) from None
     try:
         patched = pl.patch(src, Path(tmpdir) / "kexec_test.elf", **config_kwargs(options))
         img = pl.PayloadImage.open(patched)

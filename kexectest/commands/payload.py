@@ -10,6 +10,7 @@ import click
 
 from .. import payload as pl
 from ..errors import Exit, KexectestError
+from ..payload.options import BY_NAME, OPTIONS, Option, parse_number
 
 
 class _IntParam(click.ParamType):
@@ -18,45 +19,34 @@ class _IntParam(click.ParamType):
     name = "INT"
 
     def convert(self, value, param, ctx):
-        if isinstance(value, int):
-            return value
-        text = str(value).strip().lower()
         try:
-            if text.endswith("h"):
-                return int(text[:-1], 16)
-            return int(text, 0)
+            return parse_number(value)
         except ValueError:
             self.fail(f"{value!r} is not a number (e.g. 0x3f8 or 1016)", param, ctx)
 
 
 INT = _IntParam()
 
-_CONFIG_PARAMS = [
-    click.option("--uart-base", type=INT, default=None,
-                 help="UART I/O base the payload writes to (default 0x3f8, COM1)."),
-    click.option("--baud", type=int, default=None, help="Payload baud rate (divides 115200)."),
-    click.option("--skip", "skip", multiple=True, metavar="STEP",
-                 help="Skip a step (id or number); repeatable."),
-    click.option("--hang-at", default=None, metavar="STEP",
-                 help="Hang on purpose at this step (tests the collector)."),
-    click.option("--reset-at", default=None, metavar="STEP",
-                 help="Triple-fault on purpose at this step (tests the collector)."),
-    click.option("--int19/--no-int19", default=None,
-                 help="Chain to the BIOS bootstrap (int 19h) when done."),
-    click.option("--vga-mirror/--no-vga-mirror", default=None,
-                 help="Mirror the trace to VGA text memory."),
-    click.option("--e9-mirror/--no-e9-mirror", default=None,
-                 help="Mirror the trace to port 0xE9."),
-    click.option("--debug-exit/--no-debug-exit", default=None,
-                 help="Write the debug-exit port when done (QEMU isa-debug-exit)."),
-    click.option("--debug-exit-port", type=INT, default=None,
-                 help="The debug-exit I/O port (default 0xf4); implies --debug-exit."),
-    click.option("--mask-nmi/--no-mask-nmi", default=None, help="Mask NMIs (CMOS port 0x70)."),
-    click.option("--keep-uart/--no-keep-uart", default=None,
-                 help="Leave the UART as the firmware set it up."),
-    click.option("--max-drives", type=int, default=None,
-                 help="Most BIOS hard disks to probe (default 4)."),
-]
+# click's side of each kind of payload option (the options themselves: payload/options.py)
+_KIND_PARAMS = {
+    "int": dict(type=int),
+    "port": dict(type=INT),
+    "step": dict(metavar="STEP"),
+    "steps": dict(multiple=True, metavar="STEP"),
+    "switch": {},
+}
+
+
+def _click_option(o: Option):
+    decl = f"{o.cli}/--no-{o.cli[2:]}" if o.kind == "switch" else o.cli
+    implies = f"; implies {BY_NAME[o.implies].cli}" if o.implies else ""
+    return click.option(decl, o.name, default=None, **_KIND_PARAMS[o.kind],
+                        help=f"{o.help}{implies}. Payload default: {o.default_text}.")
+
+
+_CONFIG_PARAMS = [_click_option(o) for o in OPTIONS]
+
+
 def config_options(func):
     """Decorator adding every payload configuration option to a click command."""
     for opt in reversed(_CONFIG_PARAMS):
@@ -118,12 +108,14 @@ def _render(img: pl.PayloadImage, console) -> None:
     console.print(cfg)
 
     st = Table(title=f"steps ({len(img.steps)})")
-    for col in ("#", "id", "int", "flags", "eax", "ebx", "ecx", "edx", "handler"):
-        st.add_column(col, justify="right" if col not in ("id",) else "left")
+    for col in ("#", "id", "int", "function", "flags", "eax", "ebx", "ecx", "edx", "handler",
+                "title"):
+        st.add_column(col, justify="left" if col in ("id", "function", "title") else "right")
     for s in img.steps:
+        title = "-" if s.title is None else s.title + (" (optional)" if s.optional else "")
         st.add_row(f"{s.index:03d}", s.name, f"{s.int:02X}h" if s.int else "-",
-                   f"{s.flags:04x}", f"{s.eax:08x}", f"{s.ebx:08x}", f"{s.ecx:08x}",
-                   f"{s.edx:08x}", _hex(s.handler) if s.handler else "-")
+                   s.function or "-", f"{s.flags:04x}", f"{s.eax:08x}", f"{s.ebx:08x}",
+                   f"{s.ecx:08x}", f"{s.edx:08x}", _hex(s.handler) if s.handler else "-", title)
     console.print(st)
 
     style = {"ok": "green", "warning": "yellow", "error": "bold red"}

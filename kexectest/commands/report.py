@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 
 from ..analysis.replay import analyze_log
-from ..errors import VERDICT_EXIT, Exit, KexectestError
+from ..errors import VERDICT_EXIT
+from ..fsutil import make_dirs, write_atomic
 from ..output.report import render_summary_md, render_terminal, write_report_json
 
 
@@ -39,14 +40,10 @@ def report_cmd(logs, as_json, out_dir, payload_elf, all_steps):
         codes.append(int(VERDICT_EXIT[a.verdict]))
         if out_dir is not None:
             d = out_dir / path.stem if len(logs) > 1 else out_dir
-            try:
-                d.mkdir(parents=True, exist_ok=True)
-                write_report_json(a, d / "report.json")
-                env = {"log": str(path), "command": shlex.join(["kexectest", *sys.argv[1:]])}
-                (d / "summary.md").write_text(render_summary_md(a, env))
-            except OSError as exc:
-                raise KexectestError(f"{d}: cannot write the report: {exc.strerror}", Exit.NO_SPACE
-                                     if exc.errno == 28 else Exit.BAD_INPUT)
+            make_dirs(d)
+            write_report_json(a, d / "report.json")
+            env = {"log": str(path), "command": shlex.join(["kexectest", *sys.argv[1:]])}
+            write_atomic(d / "summary.md", render_summary_md(a, env))
         if as_json:
             click.echo(json.dumps(a.to_dict(), indent=1, default=str))
         else:

@@ -23,7 +23,9 @@ EPILOG = (
     "Exit status by verdict:\n\n\b\n"
     + "\n".join(f"  {int(code):3d}  {name}" for name, code in VERDICT_EXIT.items())
     + "\n\n\b\n   14  serial console cannot be opened\n   16  login / prompt stage failed\n"
-    "   20  the command failed on the target"
+    "   18  no space left: the console read so far is kept, the bundle written as far as the "
+    "space allows\n   20  the command failed on the target\n"
+    "   70  internal error (a bug in kexectest: please report it)"
 )
 
 

@@ -16,12 +16,14 @@ from rich.live import Live
 from rich.table import Table
 
 from ..errors import Exit, KexectestError
+from ..fsutil import internal_error, write_atomic
 from ..fleet.labfile import load_lab
 from ..fleet.sweep import STAGES, MachineState, Progress, Sweep, SweepOptions
 from ..lab.qemu import kill_all
 
 _STYLE = {"completed": "green", "failed-steps": "yellow", "hung": "red", "reset": "magenta",
           "no-output": "bright_black", "garbled": "yellow", "died-before-handoff": "red",
+          "died-in-handoff": "red", "infrastructure-error": "bright_black",
           "interrupted": "bright_black", "error": "red"}
 
 
@@ -136,8 +138,8 @@ def _guard(fn, result: dict) -> None:
         fn()
     except KexectestError as exc:
         result["error"] = exc
-    except Exception as exc:  # surfaced as one line by the CLI, never a traceback
-        result["error"] = KexectestError(f"sweep failed: {exc}", Exit.LAB_STAGE)
+    except Exception as exc:  # a bug: one line with exit 70 by the CLI, never a lab-stage code
+        result["error"] = internal_error(exc)
 
 
 @click.command()
@@ -154,7 +156,7 @@ def compare(old, new, as_json, html_path):
 
     res = do_compare(old, new)
     if html_path is not None:
-        html_path.write_text(render_html(res), encoding="utf-8")
+        write_atomic(html_path, render_html(res))
     if as_json:
         click.echo(json.dumps(res, indent=2))
     else:

@@ -1,7 +1,8 @@
 """The sweep journal: append-only JSON lines, fsynced, so a killed sweep can resume.
 
 A line is written whole with one write() and then fsynced; a torn last line
-(the sweep was killed mid-write) is ignored when reading, never fatal.
+(the sweep was killed mid-write, or the disk filled) is ignored when reading, never
+fatal.  A write that fails is one line with its exit code (no space: 18).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 
+from ..fsutil import make_dirs, os_error
+
 NAME = "journal.jsonl"
 
 
@@ -19,15 +22,23 @@ class Journal:
     def __init__(self, directory: Path):
         self.path = Path(directory) / NAME
         self._lock = threading.Lock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        make_dirs(self.path.parent)
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise os_error(self.path, exc, "create") from None
 
     def write(self, event: str, **fields) -> None:
         record = {"event": event, "t": round(time.time(), 3), **fields}
         data = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
         with self._lock:
-            os.write(self._fd, data)
-            os.fsync(self._fd)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self._fd, view):]
+                os.fsync(self._fd)
+            except OSError as exc:
+                raise os_error(self.path, exc) from None
 
     def close(self) -> None:
         with self._lock:

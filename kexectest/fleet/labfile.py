@@ -18,14 +18,12 @@ from typing import Any
 
 from ..errors import Exit, KexectestError
 from ..lab.shape import Shape
+from ..payload.options import LAB_KEYS
 
 # key -> accepted types, per table.  One table of facts, not code paths.
 _SERIAL = {"url": str, "baud": int, "parity": str, "rtscts": bool, "xonxoff": bool}
 _TRIGGER = {"kind": str, "login": str, "password_env": str, "prompt": str, "command": str, "ssh": str}
-_LOAD = {
-    "via": str, "payload": str, "hang_at": (str, int), "reset_at": (str, int), "skip": list,
-    "uart_base": (str, int), "baud": int, "int19": bool, "args": list,
-}
+_LOAD = {"via": str, "payload": str, "args": list, **LAB_KEYS}  # + every payload option
 _POWER = {"on": str, "off": str, "cycle": str, "timeout": (int, float)}
 _QEMU = {"machine": str, "memory": int, "smp": int, "disks": int, "accel": str}
 _LABGRID = {"coordinator": str, "place": str, "tags": dict}
@@ -37,7 +35,7 @@ _TOP_KEYS = {"lab", "defaults", "machine"}
 _LAB_KEYS = {"name": str, "description": str}
 _SECRET_KEYS = {"password", "passwd", "secret", "token"}
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # matched whole (fullmatch)
 TRIGGER_KINDS = ("console", "ssh", "manual")
 LOADERS = ("syscall", "kexec-tools", "direct")
 
@@ -349,7 +347,7 @@ def load_lab(path: str | Path) -> Lab:
         if not isinstance(name, str) or not name:
             raise _fail(f"{header}: machine #{idx + 1} has no name")
         who = f"machine {name!r}"
-        if not _NAME_RE.match(name) or name in (".", ".."):
+        if not _NAME_RE.fullmatch(name) or name in (".", ".."):
             raise _fail(f"{loc.at(idx, 'name')}: {who}: name must be 1-64 letters, digits, '.', "
                         f"'_' or '-' (it names the output directory)")
         if name in seen:

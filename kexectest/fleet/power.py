@@ -1,17 +1,16 @@
 """Power control through the lab file's shell commands (ipmitool, a PDU's CLI, ...).
 
 A power command that fails or hangs is a fact about that machine, reported in
-its result; it never raises, so one broken PDU cannot stop a sweep.
+its result; it never raises, so one broken PDU cannot stop a sweep.  Each runs in
+its own session under capture/process.py and is killed whole at its timeout,
+whatever its children do.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import time
 from dataclasses import dataclass
 
+from ..capture import process
 from .labfile import Power
 
 
@@ -39,23 +38,14 @@ class PowerResult:
 
 
 def run_command(action: str, command: str, timeout: float, env: dict | None = None) -> PowerResult:
-    """Run one shell command in its own process group; kill the whole group on timeout."""
-    t0 = time.monotonic()
-    proc = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True,
-                            env={**os.environ, **(env or {})})
+    """Run one shell command in its own session; kill it and all it started on timeout."""
     try:
-        out, _ = proc.communicate(timeout=timeout)
-        rc: int | None = proc.returncode
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        out, _ = proc.communicate()
-        rc = None
-    text = out.decode("utf-8", "replace")[-2048:]
-    return PowerResult(action, command, rc == 0, rc, time.monotonic() - t0, text)
+        done = process.run(command, timeout, env)
+    except OSError as exc:  # no Python to start the reaper with, no /bin/sh, no processes left
+        return PowerResult(action, command, False, 127, 0.0, f"cannot run: {exc.strerror}")
+    text = done.output.decode("utf-8", "replace")[-2048:]
+    rc = done.returncode
+    return PowerResult(action, command, rc == 0, rc, done.seconds, text)
 
 
 def cycle(power: Power, env: dict | None = None) -> list[PowerResult]:

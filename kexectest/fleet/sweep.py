@@ -14,13 +14,13 @@ import inspect
 import os
 import threading
 import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from ..errors import VERDICT_EXIT, Exit, KexectestError
+from ..fsutil import internal_error, make_dirs
 from . import journal as journal_mod
 from . import power as power_mod
 from .labfile import Lab, Machine
@@ -28,7 +28,8 @@ from .sweep_report import build_sweep, write_reports
 
 STAGES = ("queued", "power", "boot/login", "load", "payload", "analysed", "verdict")
 RETRYABLE = {"hung", "no-output", "error"}
-NOT_RETRYABLE_CODES = {Exit.CONFIG, Exit.MISSING_TOOL, Exit.LAB_BUILD, Exit.NO_SPACE, Exit.USAGE}
+NOT_RETRYABLE_CODES = {Exit.CONFIG, Exit.MISSING_TOOL, Exit.LAB_BUILD, Exit.NO_SPACE, Exit.USAGE,
+                       Exit.INTERNAL}
 
 
 @dataclass
@@ -117,6 +118,18 @@ class ConsoleWatcher(threading.Thread):
                 elif stage == "boot/login" and "kexectest load" in line.text:
                     stage = "load"
                     self.progress.set(self.name, "load", "kexectest load")
+
+
+def _internal(exc: Exception, directory: Path) -> dict:
+    """A bug met on one machine's path: its result, exit 70, the traceback kept beside its
+    bundles (never a lab-stage code: the machine did nothing wrong)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        directory = None
+    err = internal_error(exc, directory)
+    return {"verdict": "error", "exit_code": int(err.code), "one_line": str(err),
+            "error": str(err)}
 
 
 def _attempt_number(records: list[dict], name: str) -> int:
@@ -214,11 +227,8 @@ class Sweep:
         except KexectestError as exc:  # a labgrid place taken or missing: this machine only
             attempts, result, powers = 0, {"verdict": "error", "exit_code": int(exc.code),
                                            "one_line": str(exc), "error": str(exc)}, []
-        except Exception as exc:  # e.g. a labgrid RPC failing mid-way: still this machine only
-            last = traceback.format_exception_only(type(exc), exc)[-1].strip()
-            attempts, result, powers = 0, {"verdict": "error", "exit_code": int(Exit.LAB_STAGE),
-                                           "one_line": f"internal error: {last}",
-                                           "error": last}, []
+        except Exception as exc:  # a bug (or a labgrid RPC failing mid-way): this machine only
+            attempts, result, powers = 0, _internal(exc, self.out / m.name), []
         rec = {"machine": m.name, "kind": m.kind, "tags": m.tags, "attempts": attempts,
                "seconds": round(time.monotonic() - t0, 3), "power": powers,
                **{k: result.get(k) for k in ("verdict", "exit_code", "one_line", "error",
@@ -254,9 +264,7 @@ class Sweep:
             try:
                 result = self._one_attempt(m, self.out / m.name / f"attempt-{n}", place)
             except Exception as exc:  # a bug in one machine's path must not end the sweep
-                last = traceback.format_exception_only(type(exc), exc)[-1].strip()
-                result = {"verdict": "error", "exit_code": int(Exit.LAB_STAGE),
-                          "one_line": f"internal error: {last}", "error": last}
+                result = _internal(exc, self.out / m.name / f"attempt-{n}")
             if self.stopping.is_set():
                 break
             retry = (result["verdict"] in RETRYABLE and attempt < retries
@@ -280,7 +288,7 @@ class Sweep:
 
     # -- the sweep --------------------------------------------------------------------------
     def run(self) -> dict:
-        self.out.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.out)
         self.old = journal_mod.read(self.out)
         if self.old and not self.opts.resume:
             raise KexectestError(f"{self.out}: holds a journal from an earlier sweep: use --resume "

@@ -11,31 +11,24 @@ from __future__ import annotations
 import datetime as _dt
 import html
 import json
-import os
 import statistics
-import tempfile
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from pathlib import Path
 
 from ..errors import VERDICT_EXIT, Exit, KexectestError
+from ..fsutil import write_atomic
 
 FORMAT = "kexectest-sweep/1"
 # worst last: the sweep's exit code is the code of its worst machine
+# every verdict (errors.Verdict) plus the sweep's own "error", least to most severe;
+# tests/test_sweep_report.py checks that none is missing
 SEVERITY = ["completed", "failed-steps", "no-output", "garbled", "reset", "hung",
-            "died-before-handoff", "error", "interrupted"]
-STATUS_CLASS = {"ok": "ok", "error": "err", "hung": "hung", "skipped": "skip",
+            "died-before-handoff", "died-in-handoff", "infrastructure-error", "error",
+            "interrupted"]
+STATUS_CLASS = {"ok": "ok", "error": "err", "hung": "hung", "unknown": "unk", "skipped": "skip",
                 "not-reached": "nr"}
 _KEEP_STEP = ("index", "id", "title", "int", "function", "status", "result")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def step_seconds(step: dict) -> float | None:
@@ -146,9 +139,9 @@ def write_reports(out_dir: Path, sweep: dict) -> dict[str, Path]:
     out_dir = Path(out_dir)
     paths = {"json": out_dir / "sweep.json", "junit": out_dir / "junit.xml",
              "html": out_dir / "report.html"}
-    _atomic_write(paths["json"], json.dumps(sweep, indent=2, sort_keys=False) + "\n")
-    _atomic_write(paths["junit"], junit_xml(sweep))
-    _atomic_write(paths["html"], html_report(sweep))
+    write_atomic(paths["json"], json.dumps(sweep, indent=2, sort_keys=False) + "\n")
+    write_atomic(paths["junit"], junit_xml(sweep))
+    write_atomic(paths["html"], html_report(sweep))
     return paths
 
 
@@ -208,10 +201,12 @@ table.matrix th.s{writing-mode:vertical-rl;transform:rotate(180deg);font-weight:
   font-size:11px;padding:3px 0;white-space:nowrap}
 .ok{background:#4caf50}.err{background:#ff9800}.hung{background:#e53935}.skip{background:#bbb}
 .nr{background:#eee}.none{background:#fff}
+.unk{background:repeating-linear-gradient(45deg,#bbb 0 3px,#fff 3px 6px)}
 .v{padding:1px 6px;border-radius:3px;color:#fff;white-space:nowrap}
 .v-completed{background:#2e7d32}.v-failed-steps{background:#ef6c00}.v-hung{background:#c62828}
 .v-reset{background:#6a1b9a}.v-no-output{background:#455a64}.v-garbled{background:#795548}
-.v-died-before-handoff{background:#b71c1c}.v-interrupted{background:#757575}
+.v-died-before-handoff{background:#b71c1c}.v-died-in-handoff{background:#880e4f}
+.v-infrastructure-error{background:#546e7a}.v-interrupted{background:#757575}
 .v-error{background:#37474f}
 .new{background:#ffebee}.fixed{background:#e8f5e9}
 code{font-size:12px} .small{font-size:12px;color:#555}

@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import payload as pl
 from ..errors import Exit, KexectestError
-from ..payload.options import config_argv
+from ..payload.options import CONFIG_OPTION_NAMES, config_argv, config_kwargs, lab_values
 from . import image as lab_image
 from .qemu import Qemu
 from .shape import Shape
@@ -24,8 +24,7 @@ from .shape import Shape
 LOADERS = ("syscall", "kexec-tools", "direct")
 BOOT_BUDGET_S = 180.0  # QEMU start -> login -> `kexectest load` under TCG, with a wide margin
 GUEST_HIDDEN = ("proc", "sys", "dev", "run")  # the guest mounts its own over the host's
-CONFIG_KEYS = ("uart_base", "baud", "skip", "hang_at", "reset_at", "int19", "vga_mirror",
-               "e9_mirror", "debug_exit", "debug_exit_port", "mask_nmi", "keep_uart", "max_drives")
+CONFIG_KEYS = CONFIG_OPTION_NAMES  # the payload options (payload/options.py), as keywords
 
 
 def guest_command(payload: Path, loader: str, config: dict, args: list[str] = ()) -> str:
@@ -40,14 +39,7 @@ def _split_config(kwargs: dict) -> dict:
     if unknown:
         raise KexectestError(f"lab: unknown load option(s) {', '.join(sorted(unknown))}",
                              Exit.CONFIG)
-    config = {k: kwargs.get(k) for k in CONFIG_KEYS}
-    port = config.pop("debug_exit_port")
-    if port is not None and config["debug_exit"] is not False:
-        config["debug_exit"] = port
-    config["skip"] = tuple(config["skip"] or ())
-    if isinstance(config["uart_base"], str):
-        config["uart_base"] = int(config["uart_base"], 0)
-    return config
+    return config_kwargs(lab_values(kwargs))
 
 
 def _keep_qemu_stderr(q: Qemu, out_dir: Path, bundle_dir: Path | None) -> None:

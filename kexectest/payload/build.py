@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import Exit, KexectestError
-from ..fsutil import os_error
+from ..fsutil import copy_atomic, os_error
 from .image import PayloadImage
 
 SOURCE_NAME = "kexec_test.S"
@@ -84,10 +84,8 @@ def build(out: Path | str | None = None) -> Path:
         errors = [m for lvl, m in img.checks() if lvl == "error"]
         if errors:
             raise KexectestError(f"payload breaks its limits: {errors[0]}", Exit.PAYLOAD_LIMITS)
-        tmp_out = out.with_name(out.name + ".tmp")
-        try:
-            shutil.copyfile(elf_tmp, tmp_out)
-            os.replace(tmp_out, out)
+        try:  # a temporary name of its own: processes that build at once never collide
+            copy_atomic(elf_tmp, out)
         except OSError as exc:
             raise os_error(out, exc) from None
     return out

@@ -1,9 +1,10 @@
 """The payload ELF on the host: read it with pyelftools and check it against the memory rules
 of a kexec hand-off.
 
-Everything the rest of kexectest knows about the payload (entry points, load segments, step
-names, build id) comes from the ELF through `PayloadImage`, so the assembly stays the one
-source of truth (layouts in docs/payload.md).
+Everything the rest of kexectest knows about the payload (entry points, load segments, the
+step table with each step's title, function and optional flag, build id) comes from the ELF
+through `PayloadImage`, so the assembly stays the one source of truth (layouts in
+docs/payload.md).
 """
 
 from __future__ import annotations
@@ -36,6 +37,16 @@ PAYLOAD_MAX = 60 * 1024  # docs/payload.md: the rest of the 64 KiB segment is th
 _STEP_FMT = struct.Struct("<HBBHH4IHHIHH")
 assert _STEP_FMT.size == 36
 
+# What the STEP macro writes about each row into a section that is never loaded
+# (docs/payload.md): a format string, then id, title, fn, need per row.
+STEP_META_SECTION = ".kt_step_meta"
+STEP_META_FORMAT = "kt-step-meta 1"
+STEP_NEEDS = ("required", "optional")
+# The input registers a row's `fn` may name: register -> (row field, shift, bits).
+REGISTERS = {name: (f"e{r}x", shift, bits) for r in "abcd" for name, shift, bits in (
+    (f"{r.upper()}L", 0, 8), (f"{r.upper()}H", 8, 8), (f"{r.upper()}X", 0, 16),
+    (f"E{r.upper()}X", 0, 32))}
+
 
 @dataclass(frozen=True)
 class Segment:
@@ -67,6 +78,20 @@ class Step:
     prefill: int
     post: int
     dump_src: int
+    title: str | None = None  # None: an ELF without step metadata (older than the section)
+    fn: str = ""  # the registers whose input values name the BIOS function: "AX", "AH+BL"
+    optional: bool = False  # a healthy BIOS may lack the service
+
+    @property
+    def function(self) -> str:
+        """The canonical function label reports show ("AX=E820h", "AH=12h BL=10h"): the row's
+        input values of the registers `fn` names; "" for built-ins and int 11h-style calls."""
+        labels = []
+        for reg in filter(None, self.fn.split("+")):
+            field, shift, bits = REGISTERS[reg]
+            value = getattr(self, field) >> shift & ((1 << bits) - 1)
+            labels.append(f"{reg}={value:0{bits // 4}X}h")
+        return " ".join(labels)
 
 
 def _bad(path: Path, why: str) -> KexectestError:
@@ -119,6 +144,8 @@ class PayloadImage:
         self.version: str | None = (self._cstring(self.symbols["kt_version"])
                                     if "kt_version" in self.symbols else None)
         self.steps: list[Step] = self._read_steps()
+        self.step_meta: bool = self._read_step_meta(elf)
+
 
     @classmethod
     def open(cls, path: Path | str) -> "PayloadImage":
@@ -191,6 +218,32 @@ class PayloadImage:
                               eax, ebx, ecx, edx, handler, buf, dump, pre, post, src))
         return steps
 
+    def _read_step_meta(self, elf: ELFFile) -> bool:
+        """Titles, function registers and optional flags onto self.steps; False when the ELF has
+        no step metadata.  Metadata that does not match the table is a corrupt payload."""
+        sec = elf.get_section_by_name(STEP_META_SECTION)
+        if sec is None:
+            return False
+        raw = sec.data()
+        fields = raw.split(b"\0")
+        if not raw.endswith(b"\0") or fields[0].decode("ascii", "replace") != STEP_META_FORMAT:
+            raise _bad(self.path, f"{STEP_META_SECTION} is not '{STEP_META_FORMAT}' step metadata")
+        body = [f.decode("utf-8", "replace") for f in fields[1:-1]]
+        records = [body[i:i + 4] for i in range(0, len(body), 4)]
+        if len(body) != 4 * len(self.steps):
+            raise _bad(self.path, f"{STEP_META_SECTION} holds {len(body)} strings, not 4 for each "
+                                  f"of the {len(self.steps)} steps")
+        for n, ((sid, title, fn, need), step) in enumerate(zip(records, self.steps)):
+            where = f"{STEP_META_SECTION} record {n} ({sid})"
+            if sid != step.name:
+                raise _bad(self.path, f"{where} is not step {n} {step.name}")
+            unknown = [r for r in filter(None, fn.split("+")) if r not in REGISTERS]
+            if unknown or need not in STEP_NEEDS or not title:
+                raise _bad(self.path, f"{where}: bad title, fn={fn!r} or need={need!r}")
+            self.steps[n] = dataclasses.replace(step, title=title, fn=fn,
+                                                optional=need == "optional")
+        return True
+
     # -- steps ---------------------------------------------------------------------------------
 
     def step_index(self, name_or_number: str | int) -> int:
@@ -258,6 +311,9 @@ class PayloadImage:
         if b"\x02\xb0\xad\x1b" not in self.data[:8192]:
             out.append(("warning", "no multiboot header in the first 8 KiB: QEMU -kernel "
                                    "cannot boot it directly"))
+        if self.steps and not self.step_meta:
+            out.append(("warning", f"no step metadata ({STEP_META_SECTION}): reports cannot title "
+                                   "its steps or tell which services are optional"))
         if len(self.steps) > MAX_SKIP_STEPS:
             out.append(("error", f"{len(self.steps)} steps; the skip bitmap holds {MAX_SKIP_STEPS}"))
         return out
@@ -274,7 +330,7 @@ class PayloadImage:
             "e_entry": self.e_entry,
             "segments": [dataclasses.asdict(s) for s in self.segments],
             "config": self.config.to_dict(),
-            "steps": [dataclasses.asdict(s) for s in self.steps],
+            "steps": [{**dataclasses.asdict(s), "function": s.function} for s in self.steps],
             "checks": [{"level": lvl, "message": msg} for lvl, msg in self.checks()],
         }
 

@@ -4,22 +4,13 @@ files become a copy of the ELF with a different `kt_config`."""
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 from ..errors import Exit, KexectestError
-from ..fsutil import os_error
-from .config import (
-    CONFIG_SIZE,
-    FLAG_DEBUG_EXIT,
-    FLAG_E9,
-    FLAG_INT19,
-    FLAG_KEEP_UART,
-    FLAG_MASK_NMI,
-    FLAG_VGA,
-    Config,
-)
+from ..fsutil import write_atomic
+from .config import CONFIG_SIZE, Config
 from .image import PayloadImage
+from .options import SWITCH_FLAGS
 
 
 def _parse_baud(baud: int) -> int:
@@ -30,9 +21,13 @@ def _parse_baud(baud: int) -> int:
 
 
 def patched_config(img: PayloadImage, *, uart_base=None, baud=None, skip=(), hang_at=None,
-                   reset_at=None, int19=None, vga_mirror=None, e9_mirror=None, debug_exit=None,
-                   mask_nmi=None, max_drives=None, keep_uart=None) -> Config:
-    """The image's config block with the given changes (None = leave as built)."""
+                   reset_at=None, max_drives=None, **switches) -> Config:
+    """The image's config block with the given changes (None = leave as built).  `switches`:
+    the switch options of payload/options.py by name, True/False; `debug_exit` may also be a
+    port number, which sets the port and the flag."""
+    unknown = sorted(set(switches) - set(SWITCH_FLAGS))
+    if unknown:
+        raise TypeError(f"patched_config() got unexpected keyword argument(s) {unknown}")
     cfg = img.config
     changes: dict = {}
     if uart_base is not None:
@@ -53,14 +48,14 @@ def patched_config(img: PayloadImage, *, uart_base=None, baud=None, skip=(), han
         changes["max_drives"] = max_drives
     flags = cfg.flags
     # debug_exit: True/False switches the flag; an int (not bool) also sets the port.
+    debug_exit = switches.get("debug_exit")
     if debug_exit is not None and not isinstance(debug_exit, bool):
         if not 0 < debug_exit <= 0xFFFF:
             raise KexectestError(f"debug-exit port {debug_exit:#x} out of range", Exit.BAD_INPUT)
         changes["debug_exit_port"] = debug_exit
-        debug_exit = True
-    for value, bit in ((vga_mirror, FLAG_VGA), (e9_mirror, FLAG_E9), (int19, FLAG_INT19),
-                       (debug_exit, FLAG_DEBUG_EXIT), (mask_nmi, FLAG_MASK_NMI),
-                       (keep_uart, FLAG_KEEP_UART)):
+        switches["debug_exit"] = True
+    for name, bit in SWITCH_FLAGS.items():
+        value = switches.get(name)
         if value is not None:
             flags = flags | bit if value else flags & ~bit
     changes["flags"] = flags
@@ -74,10 +69,5 @@ def patch(src: Path | str, dst: Path | str, **options) -> Path:
     data = bytearray(img.data)
     data[img.config_offset:img.config_offset + CONFIG_SIZE] = cfg.pack()
     dst = Path(dst)
-    tmp = dst.with_name(dst.name + ".tmp")
-    try:
-        tmp.write_bytes(bytes(data))
-        os.replace(tmp, dst)
-    except OSError as exc:
-        raise os_error(dst, exc) from None
+    write_atomic(dst, bytes(data))
     return dst

@@ -86,12 +86,13 @@ FIELD_FORMS = {
 }
 _KEY = r"[A-Za-z0-9_]{1,32}"
 # one token: a known key with its form, or any other key (one this host does not read) with a
-# printable value; state groups print registers, masks and counters as 1/2/4/8 hex digits and
-# vectors as SSSS:OOOO.  One regex for all of a line's fields keeps the collector's hot path cheap.
+# printable value; state groups print registers, masks, ids and counters as 1 to 8 hex digits,
+# vectors as SSSS:OOOO and PCI addresses as BB:DD.F.  One regex for all of a line's fields keeps
+# the collector's hot path cheap.
 _KNOWN = "|".join(f"{k}=(?:{v})" for k, v in FIELD_FORMS.items())
 _OTHER = rf"(?!(?:{'|'.join(FIELD_FORMS)})=){_KEY}=[!-~]{{1,64}}"
 _TOKEN = rf"(?:{_KNOWN}|{_OTHER})"
-_STATE_TOKEN = rf"{_KEY}=(?:[0-9A-F]{{1,2}}|{_H4}|{_H8}|{_H4}:{_H4})"
+_STATE_TOKEN = rf"{_KEY}=(?:[0-9A-F]{{1,8}}|{_H4}:{_H4}|{_H2}:{_H2}\.[0-7])"
 _FIELDS_OK = re.compile(rf"(?:{_TOKEN}(?: {_TOKEN})*)?").fullmatch
 _STATE_FIELDS_OK = re.compile(rf"(?:{_STATE_TOKEN}(?: {_STATE_TOKEN})*)?").fullmatch
 MAX_DATA = 32  # bytes on one data line

@@ -1,12 +1,17 @@
-"""Writes the hand-made corpus logs (run: python tests/corpus/make.py).
+"""Writes the hand-made corpus logs (run: python tests/corpus/make.py [--check] [--out DIR]).
 
 Each log is a console capture as the collector sees it; checksums are computed with
-kexectest.trace.format_line, so a log is exactly what a payload would print.  Real captured logs
-sit beside these (their names start with "real-").
+kexectest.trace.format_line, so a log is exactly what a payload would print.  The steps, their
+numbers, interrupts and functions come from the payload ELF (built from payloads/ as
+`kexectest build` does), the one step table.  Expected files are golden files
+(tests/test_corpus.py): a new log gets a note, `pytest --update-corpus` fills it in.  Real
+captured logs sit beside these (their names start with "real-").  `--check` writes nothing
+and lists the logs whose bytes would change.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import struct
 import sys
@@ -14,8 +19,15 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent.parent))
+from kexectest import payload as pl  # noqa: E402
 from kexectest.trace import checksum, format_line  # noqa: E402
-from kexectest.analysis.catalog import STEP_IDS, STEPS  # noqa: E402
+
+IMG = pl.PayloadImage.open(pl.ensure_built())
+STEPS = {s.name: s for s in IMG.steps}  # id -> the payload's row, in table order
+STEP_IDS = list(STEPS)
+F_DRIVE = IMG.symbols["F_DRIVE"]  # row flag: once per BIOS hard disk (payloads/macros.S)
+OUT = HERE
+CHECK: list[str] | None = None  # with --check: the logs whose bytes would change
 
 BUILD = "5C0F3A1B2C3D4E5F60718293A4B5C6D7E8F90123"
 KERNEL_PRE = """\
@@ -85,7 +97,7 @@ def step_lines(idx: int, name: str, ivt13="F000:E3FE", apic_svr=0x1FF, errors=()
 
     def call(qual="", **r):
         q = f" {qual}" if qual else ""
-        out.append(kt(f"begin {idx:03d} {name} int={info.int_no:02X} ax={ax:04X}{q}"))
+        out.append(kt(f"begin {idx:03d} {name} int={info.int:02X} ax={ax:04X}{q}"))
         if name in errors:
             r = dict(cf=1, eax=0x8600)
         out.append(kt(f"end {idx:03d} {name}{q} {regs(**r)}"))
@@ -140,7 +152,7 @@ def step_lines(idx: int, name: str, ivt13="F000:E3FE", apic_svr=0x1FF, errors=()
         return [kt(f"skip {idx:03d} {name} reason={'nokey' if name == 'kbd-read' else 'config'}")]
     if name == "int19-boot":
         return [kt(f"skip {idx:03d} {name} reason=optin")]
-    per_drive = info.int_no == 0x13
+    per_drive = bool(info.flags & F_DRIVE)
     if per_drive:
         for dl in (0x80,):
             call(f"dl={dl:02X}", **R)
@@ -187,8 +199,8 @@ def payload_run(upto: int | None = None, hang_drive=False, errors=(), done=True,
     for idx, name in enumerate(STEP_IDS):
         if upto is not None and idx == upto:
             info = STEPS[name]
-            q = " dl=80" if info.int_no == 0x13 else (" i=0" if name == "e820" else "")
-            out.append(kt(f"begin {idx:03d} {name} int={info.int_no:02X} ax=0000{q}"))
+            q = " dl=80" if info.flags & F_DRIVE else (" i=0" if name == "e820" else "")
+            out.append(kt(f"begin {idx:03d} {name} int={info.int:02X} ax=0000{q}"))
             return out
         out += step_lines(idx, name, errors=errors, **kw)
     if done:
@@ -216,9 +228,20 @@ def snapshot_lines() -> list[str]:
 
 
 def write(name: str, text: str | bytes, expected: dict) -> None:
+    """The log; its golden file is made by `pytest tests/test_corpus.py --update-corpus` (and
+    reviewed), so a new log gets only a note saying what it is meant to show."""
     data = text if isinstance(text, bytes) else text.encode()
-    (HERE / f"{name}.log").write_bytes(data)
-    (HERE / f"{name}.expected.json").write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
+    if CHECK is not None:
+        log = HERE / f"{name}.log"
+        if not log.is_file() or log.read_bytes() != data:
+            CHECK.append(log.name)
+        return
+    (OUT / f"{name}.log").write_bytes(data)
+    golden = OUT / f"{name}.expected.json"
+    if not golden.exists():
+        intent = ", ".join(f"{k}={v}" for k, v in sorted(expected.items()) if k != "note")
+        note = expected.get("note", f"hand-made by tests/corpus/make.py, meant to show: {intent}")
+        golden.write_text(json.dumps({"note": note}, indent=1) + "\n")
 
 
 def crlf(lines: list[str]) -> str:
@@ -265,7 +288,7 @@ def main() -> None:
     for step in ("sti", "e820", "dasd-type", "edd-params", "vbe-info", "wait"):
         write(f"hung-{step}", crlf(pre + [HANDOFF] + payload_run(upto=STEPS[step].index)),
               {"verdict": "hung", "hang_step": step,
-               "hang_drive": 0x80 if STEPS[step].int_no == 0x13 else None})
+               "hang_drive": 0x80 if STEPS[step].flags & F_DRIVE else None})
     write("hung-ivt-rewritten", crlf(pre + [HANDOFF] + payload_run(upto=STEPS["dasd-type"].index, ivt13="0070:0100",
                                                                      apic_svr=0x0F)),
           {"verdict": "hung", "hang_step": "dasd-type", "findings": ["ivt-rewritten", "apic-disabled"]})
@@ -364,4 +387,13 @@ def classic(pre: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="write nothing; list the logs that differ")
+    ap.add_argument("--out", type=Path, default=HERE, help="where to write (default: tests/corpus)")
+    args = ap.parse_args()
+    OUT = args.out
+    CHECK = [] if args.check else None
     main()
+    if CHECK:
+        print("would change: " + " ".join(CHECK))
+        sys.exit(1)
