@@ -2,8 +2,8 @@
 
 Built from distribution packages on the host (never installed): the kernel comes from Debian's
 `linux-image-*-amd64` (apt-get download + dpkg -x), busybox-static and kexec-tools from the host.
-The guest mounts the host's `/` read-only over 9p and runs the host's own kexectest through a
-chroot, so the lab always tests the code in this tree without packing a Python.
+The guest mounts the host's `/` read-only over 9p at login and runs the host's own kexectest
+through a chroot, so the lab always tests the code in this tree without packing a Python.
 
 Everything lands in a cache directory named by a hash of the inputs: a second build with the same
 inputs is a no-op (see `build_image`).
@@ -33,13 +33,14 @@ from elftools.elf.elffile import ELFFile
 
 from ..errors import Exit, KexectestError
 
-RECIPE_VERSION = 7  # bump whenever the guest layout below changes: it invalidates every cache
+RECIPE_VERSION = 8  # bump whenever the guest layout below changes: it invalidates every cache
 # Not "kexectest": the collector scrubs the password from everything it writes, and the product's
 # own name in every command line and prompt must survive that.
 PASSWORD = "ktlab-root"
 LOGIN = "root"
 HOSTNAME = "kexectest-lab"
 PROMPT_RE = r"root@kexectest-lab:[^\r\n]*# ?$"  # PS1 set in the guest's /etc/profile
+ATTACH = "/sbin/kexectest-attach"  # mounts the host's / at /host; /etc/profile runs it
 CMDLINE = "console=ttyS0,115200 panic=-1"
 SECTOR = 512
 DISK_SECTORS = 16 * 1024 * 1024 // SECTOR
@@ -331,7 +332,9 @@ def _is_static(path: str) -> bool:
 def _init_script(modules: list[str]) -> str:
     mods = " ".join(f"{i:02d}-{m}.ko" for i, m in enumerate(modules))
     return f"""#!/bin/sh
-# kexectest lab guest (recipe {RECIPE_VERSION}): host / over 9p at /host, then a login on ttyS0
+# kexectest lab guest (recipe {RECIPE_VERSION}): drivers, then a login on ttyS0.  The host's / is
+# mounted at the first login (/etc/profile runs {ATTACH}), not here: a mounted 9p share blocks
+# QEMU's migration, and the lab saves this machine at its login prompt (lab/warmstate.py)
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -341,6 +344,20 @@ mount -t tmpfs tmpfs /run
 for m in {mods}; do
     insmod /lib/kt-modules/$m || echo "kexectest-lab: insmod $m failed"
 done
+hostname {HOSTNAME}
+echo "kexectest-lab: ready"
+exec /sbin/init
+"""
+
+
+def _attach_script() -> str:
+    return f"""#!/bin/sh
+# kexectest lab guest (recipe {RECIPE_VERSION}): the host's / over 9p at /host, once per boot or
+# restore of a saved machine; run by /etc/profile at every login, so cold and warm starts take
+# the same path
+grep -q ' /host ' /proc/mounts && exit 0
+# a restored machine's clock stopped when it was saved: the RTC follows the host's
+hwclock -s -u 2>/dev/null
 if mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose host /host; then
     # the guest's own kernel interfaces, seen from a chroot into the host's tree
     mount -t proc proc /host/proc
@@ -356,9 +373,6 @@ if mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose host /host; then
 else
     echo "kexectest-lab: no 9p host share: kexectest is not available in this guest"
 fi
-hostname {HOSTNAME}
-echo "kexectest-lab: ready"
-exec /sbin/init
 """
 
 
@@ -417,11 +431,13 @@ def build_initramfs(modules: dict[str, bytes], venv: Path, password: str) -> byt
     # "prompt at end of output" match on the collector.
     c.file("etc/profile", b"export PATH=/sbin:/bin:/usr/sbin:/usr/bin\n"
                           b"stty -echo 2>/dev/null\n"
+                          + ATTACH.encode() + b"\n"
                           b"export PS1='root@" + HOSTNAME.encode() + b":\\w# '\n")
     c.file("etc/inittab", b"::sysinit:/bin/true\n"
                           b"ttyS0::respawn:/sbin/getty -L 115200 ttyS0 vt100\n"
                           b"::ctrlaltdel:/sbin/reboot\n")
     c.file("init", _init_script(order).encode(), 0o755)
+    c.file(ATTACH.lstrip("/"), _attach_script().encode(), 0o755)
     c.file("bin/kexectest", _wrapper(sys.executable).encode(), 0o755)
     return gzip.compress(c.finish(), compresslevel=6, mtime=0)
 
