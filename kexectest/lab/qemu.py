@@ -392,5 +392,5 @@ def _qemu_complaint(stderr: str) -> str | None:
     """QEMU's own error line(s) about a state it could not load, as one line."""
     lines = [ln.split(": ", 1)[1] if ln.startswith(QEMU + ": ") else ln
              for ln in (x.strip() for x in stderr.splitlines()) if ln]
-    lines = [ln for ln in lines if WAITING not in ln]
-    return "; ".join(lines[-2:]) if lines else None
+    text = "; ".join(ln for ln in lines if WAITING not in ln)
+    return (text[:397] + "...") if len(text) > 400 else (text or None)
