@@ -32,8 +32,9 @@ from pathlib import Path
 from elftools.elf.elffile import ELFFile
 
 from ..errors import Exit, KexectestError
+from ..fsutil import write_atomic
 
-RECIPE_VERSION = 8  # bump whenever the guest layout below changes: it invalidates every cache
+RECIPE_VERSION = 9  # bump whenever the guest layout below changes: it invalidates every cache
 # Not "kexectest": the collector scrubs the password from everything it writes, and the product's
 # own name in every command line and prompt must survive that.
 PASSWORD = "ktlab-root"
@@ -161,16 +162,55 @@ class KernelSource:
         return d
 
 
+# what apt-cache's answers depend on: a change to any of these asks apt again
+APT_STATE = ("/var/lib/apt/lists", "/etc/apt/sources.list", "/etc/apt/sources.list.d",
+             "/etc/apt/preferences", "/etc/apt/preferences.d")
+APT_ANSWER = "apt-kernel.json"
+
+
+def _apt_state() -> list:
+    out = []
+    for name in APT_STATE:
+        try:
+            st = os.stat(name)
+            out.append([name, st.st_mtime_ns, st.st_size])
+        except OSError:
+            out.append([name, None, None])
+    return out
+
+
 def resolve_package() -> tuple[str, str]:
-    """(package, version) of the kernel `linux-image-amd64` currently depends on."""
-    _tool("apt-cache", "apt (or pass --kernel PATH --modules DIR)")
-    out = _run(["apt-cache", "depends", META_PACKAGE], f"apt-cache depends {META_PACKAGE}")
+    """(package, version) of the kernel `linux-image-amd64` currently depends on.
+
+    apt-cache takes seconds on a loaded machine and every `lab run` asks: the answer is kept in
+    the cache root until apt's lists or sources change (apt-get update)."""
+    state = _apt_state()
+    answer = cache_root() / APT_ANSWER
+    try:
+        kept = json.loads(answer.read_text())
+        if kept["apt_state"] == state:
+            return kept["package"], kept["version"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    package, version = _ask_apt()
+    try:
+        cache_root().mkdir(parents=True, exist_ok=True)
+        write_atomic(answer, json.dumps({"apt_state": state, "package": package,
+                                         "version": version}) + "\n")
+    except (OSError, KexectestError):
+        pass  # not kept: the next run asks apt again
+    return package, version
+
+
+def _ask_apt() -> tuple[str, str]:
+    apt_cache = _tool("apt-cache", "apt (or pass --kernel PATH --modules DIR)")
+    out = _run([apt_cache, "depends", META_PACKAGE], f"apt-cache depends {META_PACKAGE}")
     m = re.search(r"Depends:\s*(linux-image-[0-9][\w.+-]*-amd64)\b", out)
     if not m:
         raise KexectestError(f"lab build: cannot tell which kernel {META_PACKAGE} depends on "
                              f"(apt-get update?)", Exit.LAB_BUILD)
     package = m.group(1)
-    out = _run(["apt-cache", "policy", package], f"apt-cache policy {package}")
+    out = _run([apt_cache, "policy", package], f"apt-cache policy {package}")
     m = re.search(r"Candidate:\s*(\S+)", out)
     if not m or m.group(1) == "(none)":
         raise KexectestError(f"lab build: no installable version of {package} (apt-get update?)",
@@ -344,6 +384,9 @@ mount -t tmpfs tmpfs /run
 for m in {mods}; do
     insmod /lib/kt-modules/$m || echo "kexectest-lab: insmod $m failed"
 done
+# wait here for the kernel's random pool (its jitter entropy takes seconds under TCG): done at
+# boot, a saved machine holds it ready and the first program that asks does not wait
+head -c 1 /dev/random >/dev/null
 hostname {HOSTNAME}
 echo "kexectest-lab: ready"
 exec /sbin/init
@@ -358,6 +401,8 @@ def _attach_script() -> str:
 grep -q ' /host ' /proc/mounts && exit 0
 # a restored machine's clock stopped when it was saved: the RTC follows the host's
 hwclock -s -u 2>/dev/null
+# and its random pool is a copy of every other restore's: stir in this moment
+{{ date +%s; cat /proc/uptime /proc/interrupts; }} > /dev/urandom 2>/dev/null
 if mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose host /host; then
     # the guest's own kernel interfaces, seen from a chroot into the host's tree
     mount -t proc proc /host/proc
