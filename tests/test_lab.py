@@ -363,8 +363,10 @@ def test_run_kexec_tools_q35_above_4g(tmp_path, built_payload, lab_image):
 
 @pytest.mark.qemu
 def test_run_hang_is_located(tmp_path, built_payload, lab_image):
+    # the silence clock runs from the command on: it covers the guest's `kexectest load` start
+    # too (seconds of Python under TCG, more on a loaded machine)
     result, report, _ = _run(tmp_path, built_payload, lab_image, "pc", loader="syscall",
-                             hang_at="e820", timeout=8.0)
+                             hang_at="e820", timeout=12.0)
     assert result.verdict == "hung" and result.exit_code == Exit.HUNG
     assert report["hang"]["step"] == "e820"
 
@@ -379,7 +381,7 @@ def test_run_reset_is_seen(tmp_path, built_payload, lab_image):
 @pytest.mark.qemu
 def test_run_wrong_uart_base_gives_no_output(tmp_path, built_payload, lab_image):
     result, report, console = _run(tmp_path, built_payload, lab_image, "pc", loader="syscall",
-                                   uart_base=0x2F8, timeout=8.0)
+                                   uart_base=0x2F8, timeout=12.0)  # see test_run_hang_is_located
     assert result.verdict == "no-output" and result.exit_code == Exit.NO_OUTPUT
     assert "kexec_core: Starting new kernel" in console
 

@@ -186,7 +186,7 @@ def test_classic_kexec_test_as_baseline(tmp_path, lab_image):
 
 def test_hang_through_kexec_tools_on_pc(tmp_path, built_payload, lab_image):
     result, report, console = _virtual(tmp_path, built_payload, lab_image, "pc",
-                                       loader="kexec-tools", hang_at="edd-params", timeout=6.0)
+                                       loader="kexec-tools", hang_at="edd-params", timeout=12.0)
     assert result.verdict == "hung" and result.exit_code == Exit.HUNG, report["summary"]
     assert report["hang"]["step"] == "edd-params" and report["hang"]["drive"] == 0x80
     assert "kexec_core: Starting new kernel" in console

@@ -116,6 +116,7 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
         opts = RunOptions(serial_url="", payload_elf=elf_run, **session)
     else:
         img = image or lab_image.build_image(log=log)
+        lab_image.compile_tree()  # the guest imports this tree's kexectest, read-only
         q = Qemu(kernel=img.kernel, initrd=img.initrd, append=img.cmdline,
                  disks=img.disks[:shape.disks], share_host=True, **common)
         # the password goes to the session directly: never on a command line or in a file
