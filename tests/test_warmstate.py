@@ -20,7 +20,7 @@ import pytest
 from kexectest.errors import Exit
 from kexectest.lab import qemu as lq
 from kexectest.lab import warmstate as ws
-from kexectest.lab.qmp import Qmp, QmpError
+from kexectest.lab.qmp import QmpError
 from kexectest.lab.runner import run_virtual
 
 REPO = Path(__file__).resolve().parents[1]
