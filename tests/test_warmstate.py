@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 def _machine(img, out: Path | None = None, **kw) -> lq.Qemu:
     """A lab machine as runner.py makes one for `run_virtual("pc")`."""
     kw = {"machine": "pc", "memory_mib": 256, "smp": 1, "accel": "tcg",
-          "disks": img.disks[:1], **kw}
-    return lq.Qemu(kernel=img.kernel, initrd=img.initrd, append=img.cmdline, share_host=True,
+          "disks": img.disks[:1], "append": img.cmdline, **kw}
+    return lq.Qemu(kernel=img.kernel, initrd=img.initrd, share_host=True,
                    no_reboot=False, time_limit=300, out_dir=out, **kw)
 
 
@@ -339,6 +339,20 @@ def test_full_disk_while_saving_is_a_cold_boot(tmp_path, monkeypatch, lab_image)
         assert any(ln.startswith("no saved state for this machine shape") for ln in lines)
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.mark.qemu
+def test_machine_that_cannot_boot_is_not_saved(tmp_path, own_cache, lab_image):
+    """A kernel that panics before the login prompt: the builder gives up at the panic (not at
+    its time limit) and the run boots cold, where the session will see the panic itself."""
+    q = _machine(lab_image, tmp_path / "qemu", append=lab_image.cmdline + " init=/no-such-init")
+    t0 = time.monotonic()
+    start = ws.launch(q)
+    with q:
+        assert start.kind == "cold"
+        assert "Kernel panic - not syncing" in start.reason, start.reason
+        assert time.monotonic() - t0 < ws.BUILD_LIMIT_S / 2
+    assert [d for d in (own_cache / "states").iterdir() if not d.name.endswith(".lock")] == []
 
 
 _FIRST_RUN = """

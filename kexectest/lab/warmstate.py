@@ -51,6 +51,8 @@ from .qmp import QmpError
 WARM_VERSION = 1  # bump when how a state is made changes: every saved state is then rebuilt
 STATE_FILE, META_FILE, BOOT_LOG = "state.bin", "meta.json", "boot.log"
 LOGIN_PROMPT = b"login: "
+LINUX_BANNER = b"Linux version "
+BOOT_TROUBLE = (b"Kernel panic - not syncing", LINUX_BANNER)  # a banner twice: it rebooted
 QUIET_S = 1.0  # the login prompt, then this much silence: the boot has finished
 BUILD_LIMIT_S = 240.0  # booting the builder to its prompt, under TCG on a loaded machine
 MIN_FREE_BYTES = 64 * 1024 * 1024
@@ -333,20 +335,24 @@ def _discard(saved: Saved, log) -> None:
 
 
 def _read_until_prompt(sock: socket.socket, deadline: float, transcript: bytearray) -> None:
-    """Read the builder's console until getty's prompt has been the last thing for QUIET_S."""
+    """Read the builder's console until getty has printed its prompt and the console has
+    been quiet for QUIET_S (a late kernel line is fine: the newline left in the UART makes
+    getty print its prompt again).  A panic or a second boot ends the wait at once."""
     last = time.monotonic()
     while True:
         now = time.monotonic()
-        if now > deadline:
-            tail = transcript[-120:].decode("utf-8", "replace").strip().splitlines()[-1:]
-            raise Unusable(f"the machine did not reach its login prompt within "
-                           f"{BUILD_LIMIT_S:.0f} s (last console line: "
-                           f"{tail[0] if tail else '(nothing)'})")
-        quiet = now - last
-        if transcript.endswith(LOGIN_PROMPT) and quiet >= QUIET_S:
+        prompted = LOGIN_PROMPT in transcript
+        if prompted and now - last >= QUIET_S:
             return
-        sock.settimeout(max(0.01, min(QUIET_S - quiet if transcript.endswith(LOGIN_PROMPT)
-                                      else 1.0, deadline - now)))
+        if now > deadline:
+            raise Unusable(f"the machine did not reach its login prompt within "
+                           f"{BUILD_LIMIT_S:.0f} s (last console line: {_tail(transcript)})")
+        for trouble in BOOT_TROUBLE:
+            if transcript.count(trouble) > (1 if trouble == LINUX_BANNER else 0):
+                raise Unusable(f"the machine did not boot to its login prompt "
+                               f"({trouble.decode()!r} on its console: {_tail(transcript)})")
+        wait = QUIET_S - (now - last) if prompted else 1.0
+        sock.settimeout(max(0.01, min(wait, deadline - now)))
         try:
             data = sock.recv(65536)
         except TimeoutError:
@@ -356,6 +362,12 @@ def _read_until_prompt(sock: socket.socket, deadline: float, transcript: bytearr
                            "(QEMU ended before the login prompt)")
         transcript += data
         last = time.monotonic()
+
+
+def _tail(transcript: bytearray) -> str:
+    lines = bytes(transcript[-400:]).decode("utf-8", "replace").replace("\r", "").split("\n")
+    lines = [ln.strip() for ln in lines if ln.strip()]
+    return lines[-1][:160] if lines else "(nothing)"
 
 
 def _save(builder: Qemu, dest: Path) -> tuple[int, str]:
