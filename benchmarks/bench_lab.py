@@ -1,4 +1,4 @@
-"""Where the time of one `kexectest lab run` goes, cold-booted against restored (warm), side by side.
+"""Where the time of one `kexectest lab run` goes, cold-booted against restored (warm), in one run.
 
 Prints, per run: QEMU start -> COM1 ready -> login prompt -> kexec hand-off -> first payload
 line -> last payload line -> report written; cold runs (`--cold`: a full boot) and warm runs

@@ -343,9 +343,10 @@ def test_full_disk_while_saving_is_a_cold_boot(tmp_path, monkeypatch, lab_image)
 
 @pytest.mark.qemu
 def test_machine_that_cannot_boot_is_not_saved(tmp_path, own_cache, lab_image):
-    """A kernel that panics before the login prompt: the builder gives up at the panic (not at
-    its time limit) and the run boots cold, where the session will see the panic itself."""
-    q = _machine(lab_image, tmp_path / "qemu", append=lab_image.cmdline + " init=/no-such-init")
+    """A guest that panics before its login prompt (no /init, so Linux looks for a root file
+    system and finds none): the builder gives up at the panic, not at its time limit, and the
+    run boots cold, where the session sees the panic itself."""
+    q = _machine(lab_image, tmp_path / "qemu", append=lab_image.cmdline + " rdinit=/no-such-init")
     t0 = time.monotonic()
     start = ws.launch(q)
     with q:

@@ -1,8 +1,9 @@
 """One virtual-lab run: build or reuse the guest, start QEMU, then the same session as hardware.
 
 The runner only adds what a lab on a desk would: a machine to power on (QEMU, restored from its
-shape's saved state when there is one: lab/warmstate.py) and its console address.  Logging in, running `kexectest load ... --exec --yes`, capturing, analysing and
-bundling are `kexectest.session.run_session`, exactly as `kexectest run --serial URL`.
+shape's saved state when there is one: lab/warmstate.py) and its console address.  Logging in,
+running `kexectest load ... --exec --yes`, capturing, analysing and bundling are
+`kexectest.session.run_session`, exactly as `kexectest run --serial URL`.
 """
 
 from __future__ import annotations
