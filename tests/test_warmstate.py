@@ -239,6 +239,10 @@ def test_cold_and_warm_runs_give_the_same_answers(tmp_path, built_payload, lab_i
         if kind == "warm":
             assert "-incoming" in env["lab"]["qemu_argv"]
             assert Path(env["lab"]["warm_state"], ws.STATE_FILE).is_file()
+            meta = json.loads(Path(env["lab"]["warm_state"], ws.META_FILE).read_text())
+            # the state names the SeaBIOS the guest's own DMI table reports
+            assert meta["seabios_version"] == \
+                runs["cold"]["before_after"]["firmware"]["bios_version"]
         else:
             assert "-incoming" not in env["lab"]["qemu_argv"]
     cold, warm = runs["cold"], runs["warm"]

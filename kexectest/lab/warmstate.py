@@ -48,7 +48,7 @@ from . import image as lab_image
 from .qemu import Qemu, RestoreError
 from .qmp import QmpError
 
-WARM_VERSION = 1  # bump when how a state is made changes: every saved state is then rebuilt
+WARM_VERSION = 2  # bump when how a state is made changes: every saved state is then rebuilt
 STATE_FILE, META_FILE, BOOT_LOG = "state.bin", "meta.json", "boot.log"
 LOGIN_PROMPT = b"login: "
 LINUX_BANNER = b"Linux version "
@@ -141,13 +141,18 @@ def _firmware(binary: str) -> dict:
 
 
 def seabios_version(binary: str) -> str:
-    """The SeaBIOS release inside the BIOS QEMU loads (e.g. 1.16.2-debian-1.16.2-1)."""
+    """The SeaBIOS release inside the BIOS QEMU loads (e.g. 1.16.2-debian-1.16.2-1): the string
+    its banner ("SeaBIOS (version %s)") and SMBIOS tables print."""
     for name in ("bios-256k.bin", "bios.bin"):
         path = _firmware_file(binary, name)
-        if path is not None:
-            m = re.search(rb"SeaBIOS \(version ([^)\0]+)\)", path.read_bytes())
-            if m:
-                return m.group(1).decode("ascii", "replace")
+        if path is None:
+            continue
+        data = path.read_bytes()
+        if b"SeaBIOS (version %s)" not in data:
+            continue
+        m = re.search(rb"\0(\d+\.\d+(?:\.\d+)?(?:-[\w.+~-]+)?)\0", data)
+        if m:
+            return m.group(1).decode("ascii", "replace")
     return "unknown"
 
 
