@@ -259,7 +259,13 @@ def _run_section(env: dict) -> list[str]:
     if lab:
         m = lab.get("machine") or {}
         out.append(f"- virtual lab: {m.get('machine')} {m.get('memory')} MiB, {m.get('smp')} CPU, "
-                   f"{m.get('disks')} disk(s), {lab.get('accel')}, loader {lab.get('loader')}")
+                   f"{m.get('disks')} disk(s)"
+                   + (f" on {lab['disk_bus']}" if lab.get("disk_bus") else "")
+                   + f", {lab.get('accel')}, loader {lab.get('loader')}")
+        drv = lab.get("drivers") or {}
+        if drv.get("loaded"):
+            out.append(f"- guest modules loaded before kexec: {', '.join(drv['loaded'])} "
+                       f"(asked for: {', '.join(drv['requested'])})")
     t, stop = env.get("timings") or {}, env.get("stop") or {}
     if t or stop:
         bits = [f"{env.get('bytes')} bytes, {env.get('lines')} lines" if env.get("bytes") is not None else ""]
