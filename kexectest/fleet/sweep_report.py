@@ -319,9 +319,9 @@ def _group_causes(machines: list[dict]) -> str:
     for c, names in seen.values():
         d = c.get("device")
         if d:
-            facts = (f'{d["bdf"]} {d["class"]}, Linux driver {d["linux_driver"] or "none or not known"}'
-                     f', bus master {_bm(d["bus_master_before"])} -> '
-                     f'{_bm(d["bus_master_after"])}')
+            driver = d["linux_driver"] or "none or not known"
+            facts = (f'{d["bdf"]} {d["class"]}, Linux driver {driver}, bus master '
+                     f'{_bm(d["bus_master_before"])} -> {_bm(d["bus_master_after"])}')
             attrs = f' data-bdf="{_e(d["bdf"])}" data-driver="{_e(d["linux_driver"] or "")}"'
         else:
             facts, attrs = "device not known", ' data-bdf=""'
