@@ -316,6 +316,27 @@ def test_real_lab_capture_ahci_held_by_linux():
     assert any("no EDD 3.0 device path" in m for m in cause["missing"])
 
 
+def test_real_lab_capture_ahci_timeout_names_step_device_and_driver():
+    """The issue's done-when command with its 60 s timeout: SeaBIOS's AHCI driver gives up
+    after about 32 s, so the disk steps fail rather than hang; the verdict names both steps,
+    the AHCI function and Linux's ahci driver."""
+    a = analyze_log(CORPUS / "real-lab-ahci-driver-timeout-q35.log")
+    d = a.to_dict()
+    assert d["verdict"] == "failed-steps" and d["hang"] is None
+    assert [c["step"] for c in d["causes"]] == ["read-chs", "read-lba"]
+    assert all(c["device"] == AHCI_DEVICE and c["status"] == "error" for c in d["causes"])
+    line = a.one_line()
+    assert line.startswith("failed-steps: 2 of 71 steps returned errors: read-chs")
+    assert line.endswith("drive 80h is on 00:1f.2, an AHCI controller held by Linux's ahci "
+                         "driver before kexec; bus mastering is off now (it was on before): the "
+                         "BIOS's AHCI driver cannot run its commands")
+    # the same machine without the driver: nothing failed, and no Linux disk names drive 80h
+    b = analyze_log(CORPUS / "real-lab-ahci-no-driver-q35.log").to_dict()
+    assert b["verdict"] == "completed" and b["causes"] == []
+    assert b["devices"]["drives"]["80"]["device"] is None
+    assert any("no Linux disks" in m for m in b["devices"]["drives"]["80"]["missing"])
+
+
 def test_real_lab_capture_default_drivers():
     got, report, snap = diagnose_log("real-lab-pci-q35.log")
     assert report["verdict"] == "completed" and got["causes"] == []
