@@ -22,7 +22,8 @@ from reportschema import assert_valid_report
 
 CORPUS = Path(__file__).parent / "corpus"
 LOGS = sorted(CORPUS.glob("*.log"))
-_LOCATION = ("step", "index", "call", "drive", "iteration", "between_steps", "definite", "measured")
+_LOCATION = ("step", "index", "call", "drive", "iteration", "between_steps", "definite", "measured",
+             "device")
 FREE = ("note",)  # keys of a golden file that are not compared
 
 
@@ -49,7 +50,25 @@ def stable(d: dict) -> dict:
         "damage": d["damage"],
         "hints": d["hints"],
         "log_format": d["timing"].get("log_format"),
+        "devices": _devices(d["devices"]),
+        "step_devices": [f"{s['index']:03d} {s['id']} {s['device']['bdf']}" for s in d["steps"]
+                         if s["device"]],
+        "causes": [{k: c[k] for k in ("step", "drive", "status", "device", "sentence", "missing")}
+                   for c in d["causes"]],
     }
+
+
+def _devices(dev: dict) -> dict:
+    """The device table in a line a function, each use by its B/D/F."""
+    def bdf(use):
+        return use["device"]["bdf"] if use["device"] else None
+
+    return {"pci": dev["pci"], "missing": dev["missing"],
+            "table": [f"{r['bdf']} {r['vendor']}:{r['device']} {r['class_code']} {r['class']} "
+                      f"driver={r['linux_driver']} cmd {r['cmd_before']} -> {r['cmd_after']} "
+                      f"seen by {'+'.join(r['seen_by'])}" for r in dev["table"]],
+            "drives": {k: bdf(u) for k, u in dev["drives"].items()},
+            "video": bdf(dev["video"]), "keyboard": bdf(dev["keyboard"])}
 
 
 def _bad_input(log: Path) -> dict:

@@ -316,6 +316,27 @@ def test_real_lab_capture_ahci_held_by_linux():
     assert any("no EDD 3.0 device path" in m for m in cause["missing"])
 
 
+def test_real_lab_capture_ahci_timeout_names_step_device_and_driver():
+    """The issue's done-when command with its 60 s timeout: SeaBIOS's AHCI driver gives up
+    after about 32 s, so the disk steps fail rather than hang; the verdict names both steps,
+    the AHCI function and Linux's ahci driver."""
+    a = analyze_log(CORPUS / "real-lab-ahci-driver-timeout-q35.log")
+    d = a.to_dict()
+    assert d["verdict"] == "failed-steps" and d["hang"] is None
+    assert [c["step"] for c in d["causes"]] == ["read-chs", "read-lba"]
+    assert all(c["device"] == AHCI_DEVICE and c["status"] == "error" for c in d["causes"])
+    line = a.one_line()
+    assert line.startswith("failed-steps: 2 of 71 steps returned errors: read-chs")
+    assert line.endswith("drive 80h is on 00:1f.2, an AHCI controller held by Linux's ahci "
+                         "driver before kexec; bus mastering is off now (it was on before): the "
+                         "BIOS's AHCI driver cannot run its commands")
+    # the same machine without the driver: nothing failed, and no Linux disk names drive 80h
+    b = analyze_log(CORPUS / "real-lab-ahci-no-driver-q35.log").to_dict()
+    assert b["verdict"] == "completed" and b["causes"] == []
+    assert b["devices"]["drives"]["80"]["device"] is None
+    assert any("no Linux disks" in m for m in b["devices"]["drives"]["80"]["missing"])
+
+
 def test_real_lab_capture_default_drivers():
     got, report, snap = diagnose_log("real-lab-pci-q35.log")
     assert report["verdict"] == "completed" and got["causes"] == []
@@ -370,3 +391,121 @@ def test_lab_guest_shows_its_pci_functions_with_their_drivers(tmp_path, built_pa
     assert all(r["bus_master_before"] and r["bus_master_after"] is False for r in bound)
     kbd = got["steps"]["kbd-shift"]["device"]
     assert kbd["class"] == "ISA/LPC bridge" and "i8042" in got["steps"]["kbd-shift"]["evidence"]
+    # q35's AHCI without Linux's ahci driver (the lab's default): the run completes, and the
+    # report's own device table says the controller was unbound and kept bus mastering
+    assert report["verdict"] == "completed" and report["causes"] == []
+    ahci = next(r for r in report["devices"]["table"] if r["class"] == "AHCI controller")
+    assert ahci["linux_driver"] is None and ahci["bus_master_after"] is True
+
+
+# ---- the diagnosis in the report (analysis core, report.json, summary.md, terminal) ---------
+
+AHCI_DEVICE = {"bdf": "00:1f.2", "vendor": "8086", "device": "2922", "class": "AHCI controller",
+               "linux_driver": "ahci", "bus_master_before": True, "bus_master_after": False}
+
+
+def test_report_names_the_device_of_every_step_and_leads_with_the_cause():
+    from reportschema import assert_valid_report
+    a = analyze_log(CORPUS / "real-lab-ahci-q35.log")
+    d = a.to_dict()
+    assert_valid_report(d)
+    assert d["hang"]["device"] == AHCI_DEVICE
+    steps = {s["id"]: s for s in d["steps"]}
+    assert steps["read-chs"]["device"] == steps["edd-params"]["device"] == AHCI_DEVICE
+    assert steps["video-mode"]["device"]["class"] == "VGA controller"
+    assert steps["kbd-shift"]["device"]["class"] == "ISA/LPC bridge"
+    assert steps["e820"]["device"] is None and steps["a20-test"]["device"] is None
+    (cause,) = d["causes"]
+    assert (cause["step"], cause["index"], cause["drive"], cause["status"]) == ("read-chs", 44, "80",
+                                                                                "hung")
+    assert a.one_line() == (
+        "hung at step 044 read-chs (int 13h AX=0201h, drive 80h) (a saved log: the silence after "
+        "its last line was not measured): drive 80h is on 00:1f.2, an AHCI controller held by "
+        "Linux's ahci driver before kexec; bus mastering is off now (it was on before): the BIOS's "
+        "AHCI driver cannot run its commands")
+    # every PCI function of the scan, not the last one only
+    assert [f["bdf"] for f in d["state"]["pci"]["functions"]] == [
+        "00:00.0", "00:01.0", "00:02.0", "00:1F.0", "00:1F.2", "00:1F.3"]
+    assert d["state"]["pci"]["present"] == "1" and "pcifn" not in d["state"]
+    assert {r["bdf"] for r in d["devices"]["table"]} == {"00:00.0", "00:01.0", "00:02.0",
+                                                          "00:1f.0", "00:1f.2", "00:1f.3"}
+    assert d["devices"]["drives"]["80"]["device"] == AHCI_DEVICE
+    assert "sda" in d["devices"]["drives"]["80"]["evidence"]
+
+
+def test_summary_and_terminal_lead_with_the_cause():
+    import io
+
+    from rich.console import Console
+
+    from kexectest.output.report import render_summary_md, render_terminal
+    a = analyze_log(CORPUS / "real-lab-ahci-q35.log")
+    md = render_summary_md(a)
+    head = md.split("\n")[2]
+    assert head.startswith("**hung at step 044 read-chs") and "held by Linux's ahci driver" in head
+    why = md.index("### Why: the device behind the call")
+    assert why < md.index("Last lines:")
+    assert "- evidence: drive 80h's MBR signature 4B545330" in md
+    assert "| 00:1f.2 | 8086:2922 | AHCI controller | ahci | 0507 | 0503 | on -> off |" in md
+    assert "| 00:02.0 | 1af4:1009 | virtio 9p transport | virtio-pci | 0507 | 0503 | on -> off |" in md
+    out = io.StringIO()
+    render_terminal(a, Console(file=out, width=400, color_system=None))
+    first, second = out.getvalue().splitlines()[:2]
+    assert "drive 80h is on 00:1f.2" in first and "ahci" in first
+    assert second.startswith("cause: 044 read-chs (hung, drive 80h): drive 80h is on 00:1f.2")
+
+
+def test_a_cut_capture_names_the_device_but_claims_no_cause():
+    """The console lost during read-chs: where it stopped has a device, but no hang is proven,
+    so there is no cause and the one-line verdict does not give one."""
+    from kexectest.analysis.replay import analyze_capture
+    lines = split_all((CORPUS / "real-lab-ahci-q35.log").read_bytes())
+    a = analyze_capture(lines, stop_reason="eof")
+    assert a.verdict == "interrupted" and a.hang.device == AHCI_DEVICE
+    assert a.causes == [] and "00:1f.2" not in a.one_line()
+
+
+def test_a_scan_that_finds_no_pci_is_said_and_the_report_goes_on():
+    """An ISA machine: configuration mechanism 1 does not answer.  The report says so, the
+    verdict stands, and the snapshot's evidence is still used (with the state after kexec not
+    known)."""
+    from kexectest.analysis.replay import analyze_bytes
+    from reportschema import assert_valid_report
+    out = []
+    for raw in (CORPUS / "real-lab-ahci-q35.log").read_text().splitlines():
+        if "KT state pcifn" in raw:
+            continue
+        if "KT state pci " in raw:
+            raw = raw.split("\t")[0] + "\t" + format_line("KT state pci present=0")
+        out.append(raw)
+    d = analyze_bytes(("\n".join(out) + "\n").encode()).to_dict()
+    assert_valid_report(d)
+    assert d["verdict"] == "hung" and d["hang"]["step"] == "read-chs"
+    assert d["devices"]["pci"] == {"present": False, "functions": 0}
+    assert d["state"]["pci"] == {"present": "0", "functions": []}
+    assert any("found no PCI" in m for m in d["devices"]["missing"])
+    assert d["hang"]["device"]["bus_master_after"] is None
+    (cause,) = d["causes"]
+    assert "its state after kexec is not known" in cause["sentence"]
+    assert any("found no PCI" in m for m in cause["missing"])
+
+
+def test_old_logs_keep_their_one_line_verdict():
+    """A run without device evidence (no scan, no snapshot of PCI functions) says nothing more
+    in its one-line verdict; its cause finding says what is missing."""
+    a = analyze_log(CORPUS / "hung-edd-params.log")
+    assert a.one_line().endswith("(a saved log: the silence after its last line was not measured)")
+    (cause,) = a.causes
+    assert cause["device"] is None and "neither a PCI scan nor a before-snapshot" in cause["sentence"]
+
+
+def test_schema_device_keys_are_the_codes():
+    from reportschema import schema
+    s = schema()
+    dev = s["$defs"]["device"]["oneOf"][1]
+    assert tuple(dev["required"]) == dv.DEVICE_KEYS == tuple(dev["properties"])
+    assert tuple(s["properties"]["devices"]["required"]) == dv.DEVICES_KEYS
+    row = dv.device_table(dv.read_scan(Q35_SCAN), Q35_SNAP)[0]
+    assert set(s["$defs"]["device_row"]["required"]) == set(row)
+    cause = dv.diagnose(Q35_SCAN, Q35_SNAP, AHCI_STEPS, AHCI_HANG)["causes"][0]
+    assert set(s["$defs"]["cause"]["required"]) == set(cause)

@@ -118,6 +118,26 @@ def test_bad_values(tmp_path):
     assert "no [[machine]]" in config_error(tmp_path, "[defaults]\ntimeout = 3\n")
 
 
+def test_disk_bus_and_drivers(tmp_path):
+    """`disk_bus` is part of a virtual machine's shape, `drivers` the guest modules its runs
+    load; labs/virtual.toml has a machine on every bus."""
+    from kexectest.lab.diskbus import BUSES
+
+    lab = load_lab(ROOT / "labs/virtual.toml")
+    assert {m.qemu.disk_bus for m in lab.machines if m.qemu.disk_bus} == set(BUSES)
+    m = lab.machine("q35-ahci-linux")
+    assert (m.qemu.disk_bus, m.drivers) == ("ahci", ["ahci"]) and lab.machine("pc-256").drivers == []
+    one = '[[machine]]\nname = "v"\nqemu = {{ machine = "{m}", {kv} }}\n'
+    msg = config_error(tmp_path, one.format(m="q35", kv='disk_bus = "sata"'))
+    assert "qemu.disk_bus must be one of ide, ahci" in msg and "lab.toml:3" in msg
+    assert "use disk_bus ahci" in config_error(tmp_path, one.format(m="q35", kv='disk_bus = "ide"'))
+    assert "qemu.drivers must be kernel module names, not 'ahci ata_piix'" in config_error(
+        tmp_path, one.format(m="pc", kv='drivers = ["ahci ata_piix"]'))
+    assert "must be array" in config_error(tmp_path, one.format(m="pc", kv='drivers = "ahci"'))
+    direct = one.format(m="pc", kv='drivers = ["ahci"]') + 'load = { via = "direct" }\n'
+    assert "boots the payload without it" in config_error(tmp_path, direct)
+
+
 def test_missing_env_var_only_at_run_time(tmp_path, monkeypatch):
     lab = load_lab(write(tmp_path, GOOD))  # loading never needs the secret
     monkeypatch.delenv("KT_TEST_PW", raising=False)

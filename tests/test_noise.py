@@ -172,3 +172,15 @@ def test_noise_campaign_bounded(kind):
                 if why:
                     wrong.append(f"{path.stem} {rate:g}: {why[0]}")
     assert not wrong, wrong[:5]
+
+
+def test_an_error_beside_an_unknown_step_is_not_failed_steps():
+    """An intact cf=1 line is the firmware's answer, but with another step's lines damaged the run
+    does not show every answer: garbled, naming the errors it does show."""
+    lines = trace()
+    i = next(i for i, x in enumerate(lines) if x.startswith("KT end 002"))
+    lines[i] = format_line(f"KT end 002 wait cf=1 eax=00008600 {REGS}")
+    assert report(lines)["verdict"] == "failed-steps"
+    data = next(i for i, x in enumerate(lines) if "KT data 001 edid" in x)
+    d = report(lines[:data] + lines[data + 1:])
+    assert d["verdict"] == "garbled" and "1 step that returned errors: wait" in d["summary"]

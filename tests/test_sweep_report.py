@@ -160,3 +160,22 @@ def test_every_verdict_has_a_severity_and_every_status_a_colour():
 
     assert {v.value for v in Verdict} <= set(SEVERITY)
     assert {s.value for s in StepStatus} <= set(STATUS_CLASS)
+
+
+def test_failure_groups_name_the_device_and_driver(tmp_path):
+    """A hang the analysis diagnosed (a real lab capture: q35, ahci loaded before kexec) shows
+    the device, the Linux driver and bus mastering in its failure group, once per cause."""
+    from kexectest.analysis.replay import analyze_log
+
+    corpus = Path(__file__).parent / "corpus"
+    ahci = analyze_log(corpus / "real-lab-ahci-q35.log").to_dict()
+    s = load_sweep(make_sweep(tmp_path / "s", {"q35-a": ("hung", ahci), "q35-b": ("hung", ahci),
+                                                "ok": ("completed", report("completed"))}))
+    m = {x["name"]: x for x in s["machines"]}
+    (cause,) = m["q35-a"]["causes"]
+    assert cause["device"]["bdf"] == "00:1f.2" and cause["device"]["linux_driver"] == "ahci"
+    assert next(x for x in m["q35-a"]["steps"] if x["id"] == "read-chs")["device"] == cause["device"]
+    text = (tmp_path / "s" / "report.html").read_text()
+    assert text.count('<li class="cause" data-bdf="00:1f.2" data-driver="ahci">') == 1
+    assert "00:1f.2 AHCI controller, Linux driver ahci, bus master on -&gt; off" in text
+    assert "held by Linux&#x27;s ahci driver before kexec" in text and "(q35-a, q35-b)" in text

@@ -81,6 +81,18 @@ def _state_value(v: str):
     return v
 
 
+def _state(state: dict, rec: Record) -> None:
+    """One `state` line into its group; the PCI scan's `pcifn` lines, one per function, are
+    kept as the list `state["pci"]["functions"]` (a `pci` line starts a new scan)."""
+    fields = {k: _state_value(v) for k, v in rec.fields.items()}
+    if rec.name == "pci":
+        state["pci"] = {**fields, "functions": []}
+    elif rec.name == "pcifn":
+        state.setdefault("pci", {"functions": []})["functions"].append(fields)
+    else:
+        state[rec.name] = fields
+
+
 def _iter_number(it: str | None) -> int | None:
     if not it:
         return None
@@ -267,7 +279,7 @@ def assemble(lines: list[Line], names=None) -> Assembly:
         if rec.kind == "banner":
             asm.banner = asm.banner or rec
         elif rec.kind == "state":
-            asm.state[rec.name] = {k: _state_value(v) for k, v in rec.fields.items()}
+            _state(asm.state, rec)
         elif rec.kind == "done":
             seq.settle()
             seq._close_open("its end line is missing")

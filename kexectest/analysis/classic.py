@@ -251,6 +251,15 @@ def _steps(r: _Read) -> list[StepResult]:
     return out
 
 
+def classic_devices() -> dict:
+    """The classic test scans no PCI and the transcript carries no snapshot: no call's device
+    can be named, and the report says why."""
+    why = "a classic kexec_test transcript carries no PCI scan and no before-snapshot"
+    none = {"device": None, "evidence": why, "held_by": None, "missing": []}
+    return {"pci": {"present": None, "functions": 0}, "table": [], "drives": {}, "video": none,
+            "keyboard": dict(none), "missing": [why]}
+
+
 def analyze_classic(lines: list[Line], *, stop_reason: str = "replay",
                     silence_s: float | None = None) -> Analysis:
     """The Analysis of a classic kexec_test transcript (steps named after its labels)."""
@@ -287,5 +296,6 @@ def analyze_classic(lines: list[Line], *, stop_reason: str = "replay",
     a.payload = {"version": (lines[start].text.split("kexec_test ", 1)[1].split()[0]
                              if start is not None and _is_banner(lines[start].text) else None), "build_id": None}
     a.before_after = {"available": False, "differences": []}  # the classic test takes no snapshot
+    a.devices = classic_devices()
     a.signature = signature(a, None)
     return a

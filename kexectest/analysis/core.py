@@ -7,10 +7,12 @@ and sweeps.
 
 from __future__ import annotations
 
+from ..target.snapshot import parse_snapshot
 from ..trace import Line
 from . import catalog
 from .assemble import Assembly, assemble
 from .before_after import before_after
+from .devices import DEVICES_KEYS, diagnose
 from .findings import state_findings
 from .handoff import handoff_info, kernel_end, trouble_by_phase
 from .limits import step_count
@@ -54,7 +56,9 @@ def _analyze(lines, stop_reason, silence_s, payload, stats) -> Analysis:
     a.damage.unknown_steps = sum(1 for s in a.steps if s.status == StepStatus.UNKNOWN.value)
     a.timing = payload_timing(lines, asm.payload_lines, asm.banner)
     _identity(a, asm, payload)
-    _surroundings(a, lines, asm, kend)
+    snap = parse_snapshot(ln.text for ln in lines[:kend + 1])
+    _devices(a, [lines[i] for i in asm.payload_lines], snap)
+    _surroundings(a, snap)
     return a
 
 
@@ -129,11 +133,24 @@ def _identity(a: Analysis, asm: Assembly, payload) -> None:
                            "text": f"trace build id {build} does not match the payload ELF ({want})"})
 
 
-def _surroundings(a: Analysis, lines: list[Line], asm: Assembly, kend: int) -> None:
-    """The kernel's view before kexec against the payload's answers, and the signature."""
-    from ..target.snapshot import parse_snapshot
+def _devices(a: Analysis, records: list[Line], snap: dict | None) -> None:
+    """The device behind every step (the payload's PCI scan, the EDD device paths, the
+    snapshot's drivers), a cause for every failed or hung call, and the one-line verdict led
+    by the cause of the call that stopped the run."""
+    loc = a.hang or a.reset
+    got = diagnose(records, snap, a.steps, loc)
+    for s in a.steps:
+        s.device = got["steps"].get(s.id, {}).get("device")
+    if loc is not None and not loc.between_steps:
+        loc.device = got["hang_device"]
+    a.devices = {k: got[k] for k in DEVICES_KEYS}
+    a.causes = got["causes"]
+    if got["headline"]:
+        a.summary = f"{a.summary}: {got['headline']}"
 
-    snap = parse_snapshot(ln.text for ln in lines[:kend + 1])
+
+def _surroundings(a: Analysis, snap: dict | None) -> None:
+    """The kernel's view before kexec against the payload's answers, and the signature."""
     a.before_after = before_after(snap, a.e820, a.steps)
     if snap and snap.get("dmi"):
         a.before_after["firmware"] = {k: snap["dmi"].get(k) for k in (

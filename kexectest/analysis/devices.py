@@ -94,6 +94,7 @@ BIOS_DRIVERS = {
     "ide": ("ATA", None), "vga": ("video", None),
 }
 
+NO_PCI_EVIDENCE = "the run has neither a PCI scan nor a before-snapshot that lists PCI functions"
 CMD_IO, CMD_MEMORY, CMD_BUS_MASTER = 0x1, 0x2, 0x4
 EV_KEY, EV_REP = 1 << 1, 1 << 20
 DISK_INT, VIDEO_INT, KEYBOARD_INT = 0x13, 0x10, 0x16
@@ -203,6 +204,9 @@ def device_table(scan: Scan, snapshot: dict | None) -> list[dict]:
     return rows
 
 
+# report.json's `devices`: the parts of `diagnose` that describe the machine (the per-step
+# devices go into `steps[].device`, the causes into `causes`)
+DEVICES_KEYS = ("pci", "table", "drives", "video", "keyboard", "missing")
 DEVICE_KEYS = ("bdf", "vendor", "device", "class", "linux_driver", "bus_master_before",
                "bus_master_after")
 
@@ -303,7 +307,18 @@ class Devices:
                        "known")
         elif not self.snapshot.get("pci"):
             out.append("the before-snapshot lists no PCI functions")
+        if self.snapshot is not None and not self.snapshot.get("complete", True):
+            bad = self.snapshot.get("bad_lines") or 0
+            out.append("the before-snapshot is not whole (" + (
+                f"{bad} damaged line{'s' * (bad != 1)}, " if bad else "") + "or lines lost): "
+                "what its missing lines said is not known")
         return out
+
+    @property
+    def has_evidence(self) -> bool:
+        """The run carries device evidence at all: a PCI scan line, or a before-snapshot that
+        lists PCI functions (one from a kexectest that did not list them carries none)."""
+        return self.scan.present is not None or bool((self.snapshot or {}).get("pci"))
 
     def _of_kind(self, kinds) -> list[dict]:
         return [r for r in self.table if r["kind"] in kinds]
@@ -407,6 +422,8 @@ class Devices:
     # -- int 10h
     def video(self) -> Use:
         vgas = self._of_kind({"vga"})
+        if not vgas and not self.has_evidence:
+            return Use(None, NO_PCI_EVIDENCE)
         if not vgas:
             return Use(None, "no VGA-class function (0300xx) in the scan or the snapshot")
         if len(vgas) == 1:
@@ -538,9 +555,11 @@ def cause_findings(dev: Devices, hang: dict | None = None) -> list[dict]:
         status = step.get("status")
         calls = [c for c in step.get("calls") or () if c.get("status") == "error"]
         targets: list[tuple[str | None, str]] = []
-        if status == "hung" or (hang and hang.get("step") == step.get("id")):
-            targets.append((_iteration_drive((hang or {}).get("iteration"))
-                            or _drive_key((hang or {}).get("drive")), "hung"))
+        # a step is hung only where the verdict says so (a cut capture's last step is not)
+        if status == "hung":
+            here = hang if hang and hang.get("step") == step.get("id") else {}
+            targets.append((_iteration_drive(here.get("iteration"))
+                            or _drive_key(here.get("drive")), "hung"))
         targets += [(_iteration_drive(c.get("iteration")), "error") for c in calls]
         if status == "error" and not calls:
             targets.append((None, "error"))
@@ -551,16 +570,41 @@ def cause_findings(dev: Devices, hang: dict | None = None) -> list[dict]:
             sentence = cause_sentence(_subject(step, drive), use)
             if use.device is None and step.get("int") == DISK_INT:
                 sentence += ". " + _storage_facts(dev)
-            out.append({"step": step.get("id"), "drive": drive, "status": how,
+            out.append({"step": step.get("id"), "index": step.get("index"), "drive": drive,
+                        "status": how, "subject": _subject(step, drive),
                         "device": device_ref(use.device), "held_by": use.held_by,
                         "evidence": use.evidence, "sentence": sentence,
                         "missing": use.missing + dev.gaps()})
     return out
 
 
+def headline(causes: list[dict], dev: Devices) -> str | None:
+    """What the one-line verdict says after it: the hung call's cause (else the first failed
+    call's) when its device is known; when the run carries device evidence that does not name
+    it, which piece is missing; nothing for a run without any device evidence."""
+    if not causes:
+        return None
+    cause = next((c for c in causes if c["status"] == "hung"), causes[0])
+    if cause["device"] is not None:
+        return cause["sentence"]
+    if not dev.has_evidence:
+        return None
+    missing = cause["missing"] or [cause["evidence"]]
+    more = len(missing) - 1
+    return (f"the device behind {cause['subject']} is not known: {missing[0]}"
+            + (f" (and {more} more piece{'s' * (more != 1)} of evidence missing)" if more else ""))
+
+
+def _use(use: Use) -> dict:
+    return {"device": device_ref(use.device), "evidence": use.evidence, "held_by": use.held_by,
+            "missing": list(use.missing)}
+
+
 def _storage_facts(dev: Devices) -> str:
     """The mass-storage controllers as facts, for a drive whose controller no evidence names."""
     rows = [r for r in dev.table if r["kind"] in STORAGE_KINDS]
+    if not rows and not dev.has_evidence:
+        return NO_PCI_EVIDENCE[:1].upper() + NO_PCI_EVIDENCE[1:]
     if not rows:
         return "No mass-storage controller is in the PCI scan or the before-snapshot"
     parts = []
@@ -591,6 +635,7 @@ def diagnose(records: Iterable, snapshot: dict | None, steps: list[dict],
                   if hang else None)
     per_step = {}
     hang_device = None
+    all_drives: list[str] = []
     for step in dev.steps:
         hung_here = bool(hang) and hang.get("step") == step.get("id")
         calls = step.get("calls") or ()
@@ -598,6 +643,8 @@ def diagnose(records: Iterable, snapshot: dict | None, steps: list[dict],
                                                 for c in calls) if d))
         if hung_here and hang_drive and hang_drive not in drives:
             drives.append(hang_drive)
+        if step.get("int") == DISK_INT:
+            all_drives += [d for d in drives if d not in all_drives]
         if step.get("int") == DISK_INT and drives:
             uses = {d: dev.disk(d) for d in drives}
             bad = [d for c in calls if c.get("status") == "error"
@@ -614,7 +661,10 @@ def diagnose(records: Iterable, snapshot: dict | None, steps: list[dict],
         per_step[step.get("id")] = entry
         if hung_here:
             hang_device = entry["device"]
+    causes = cause_findings(dev, hang)
     return {"pci": {"present": dev.scan.present, "functions": len(dev.scan.functions)},
             "table": dev.table, "steps": per_step, "hang_device": hang_device,
-            "causes": cause_findings(dev, hang), "storage_controllers": storage_controllers(dev),
-            "missing": dev.gaps()}
+            "drives": {d: _use(dev.disk(d)) for d in sorted(all_drives)},
+            "video": _use(dev.video()), "keyboard": _use(dev.keyboard()),
+            "causes": causes, "headline": headline(causes, dev),
+            "storage_controllers": storage_controllers(dev), "missing": dev.gaps()}

@@ -110,6 +110,9 @@ class StepResult(_View):
     reason: str | None = None
     damaged: list[str] = field(default_factory=list)  # the damaged lines, quoted (at most 4)
     duration_s: float | None = None
+    # the PCI function the step's call ran on (devices.DEVICE_KEYS), None for steps that use
+    # no device or whose device no evidence in the run names
+    device: dict | None = None
 
     def to_dict(self) -> dict:
         d = super().to_dict()
@@ -140,6 +143,7 @@ class Hang(_View):
     measured: bool = False
     # the intact trace pins the stop here (its last intact line, nothing damaged after it)
     definite: bool = False
+    device: dict | None = None  # the PCI function the call in progress ran on (as a step's)
 
 
 @dataclass
@@ -196,6 +200,12 @@ class Analysis(_View):
     state: dict = field(default_factory=dict)
     findings: list[dict] = field(default_factory=list)
     before_after: dict = field(default_factory=dict)
+    # the device behind each BIOS call (analysis/devices.py): the PCI functions before and
+    # after kexec, the drives', the VGA's and the keyboard's, and what evidence is missing
+    devices: dict = field(default_factory=dict)
+    # one per failed or hung call that uses a device: the device, the Linux driver that held
+    # it before kexec, bus mastering before and after, in a plain sentence
+    causes: list[dict] = field(default_factory=list)
     signature: dict = field(default_factory=dict)
     garbled: dict = field(default_factory=dict)
     damage: Damage = field(default_factory=Damage)

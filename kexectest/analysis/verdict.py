@@ -112,8 +112,13 @@ def _failed(e):
 
 def _finished_unknown(e):
     n = len(e.status("unknown"))
-    return (f"garbled: the payload ran to the end but {n} of {len(e.steps)} steps are unknown "
-            f"({_damage(e)}); no intact line shows a failure")
+    s = f"garbled: the payload ran to the end but {n} of {len(e.steps)} steps are unknown ({_damage(e)})"
+    bad = e.status("error")
+    if not bad:
+        return s + "; no intact line shows a failure"
+    # the errors are the firmware's answers, but with steps unknown they are not all of them
+    return (s + f"; intact lines show {len(bad)} step{'s' * (len(bad) != 1)} that returned "
+            "errors: " + ", ".join(x.id for x in bad[:5]) + (" ..." if len(bad) > 5 else ""))
 
 
 def _completed(e):
@@ -227,7 +232,12 @@ LADDER: list[Rung] = [
     Rung(Verdict.INFRASTRUCTURE_ERROR,
          lambda e: not e.payload_seen and e.stop_reason in INFRASTRUCTURE, _infra),
     Rung(Verdict.RESET, lambda e: e.started and e.reset is not None, _reset),
-    Rung(Verdict.FAILED_STEPS, lambda e: e.finished and bool(e.status("error")), _failed),
+    # failed-steps says every step answered, these with errors: not while one of our payload's
+    # steps is unknown (its own checksummed lines damaged or lost, it may have failed too); a
+    # classic transcript has no checksums, its missing calls are inferred from the labels around
+    # them, and the errors it printed are its verdict
+    Rung(Verdict.FAILED_STEPS, lambda e: e.finished and bool(e.status("error"))
+         and (e.source == "classic" or not e.status("unknown")), _failed),
     Rung(Verdict.GARBLED, lambda e: e.finished and bool(e.status("unknown")), _finished_unknown,
          _NOISE_HINTS),
     Rung(Verdict.COMPLETED, lambda e: e.finished, _completed),

@@ -9,6 +9,7 @@ import click
 from rich.console import Console
 
 from ..errors import Exit, KexectestError
+from ..lab.diskbus import BUSES
 from ..payload.options import CONFIG_OPTION_NAMES
 from .payload import config_options
 from .run import finish
@@ -35,16 +36,17 @@ def build_cmd(kernel, modules, force):
     click.echo(str(image.directory))
 
 
-def _from_lab_file(path: Path, name: str) -> tuple[dict, dict, float | None]:
-    """(machine shape, load options, timeout) of machine NAME in a lab file."""
+def _from_lab_file(path: Path, name: str) -> tuple[dict, dict, float | None, list[str]]:
+    """(machine shape, load options, timeout, guest modules) of machine NAME in a lab file."""
     from ..fleet.labfile import load_lab
 
     m = load_lab(path).machine(name)
     if m.qemu is None:
         raise KexectestError(f"{path}: machine {name!r} is not a virtual machine (no qemu table)",
                              Exit.CONFIG)
-    shape = {k: getattr(m.qemu, k) for k in ("machine", "memory", "smp", "disks", "accel")}
-    return shape, dict(m.load), m.timeout
+    shape = {k: getattr(m.qemu, k) for k in ("machine", "memory", "smp", "disks", "accel",
+                                             "disk_bus")}
+    return shape, dict(m.load), m.timeout, list(m.drivers)
 
 
 @lab_group.command("run")
@@ -57,6 +59,13 @@ def _from_lab_file(path: Path, name: str) -> tuple[dict, dict, float | None]:
               help="Lab disks with known content attached [default: 1].")
 @click.option("--accel", type=click.Choice(["auto", "tcg", "kvm"]), default=None,
               help="auto = KVM only with real hardware virtualisation [default: auto].")
+@click.option("--disk-bus", default=None, metavar="BUS",
+              help=f"The bus the lab disks are on, booted by SeaBIOS as drives 80h..: "
+                   f"{', '.join(BUSES)} [default: the machine's own, ide on pc, ahci on q35].")
+@click.option("--driver", "drivers", multiple=True, metavar="MODULE",
+              help="A guest kernel module to load before `kexectest load` (repeatable), with "
+                   "its dependencies from the kernel package and what a working disk needs "
+                   "after it (sd_mod behind ahci, usb-storage behind xhci_pci).")
 @click.option("--loader", type=click.Choice(["syscall", "kexec-tools", "direct"]), default=None,
               help="kexec_load syscall or kexec-tools from the lab's Linux, or direct: SeaBIOS "
                    "boots the payload without Linux [default: syscall].")
@@ -77,8 +86,8 @@ def _from_lab_file(path: Path, name: str) -> tuple[dict, dict, float | None]:
                    "(the first run of a shape saves one; a line on stderr says which was done).")
 @click.option("--quiet", is_flag=True, help="Only the verdict line and the bundle path.")
 @click.option("--json", "json_output", is_flag=True, help="Print report.json on stdout.")
-def run_cmd(machine, memory, smp, disks, accel, loader, payload, out_dir, timeout, max_time,
-            config, cold, quiet, json_output, **options):
+def run_cmd(machine, memory, smp, disks, accel, disk_bus, drivers, loader, payload, out_dir,
+            timeout, max_time, config, cold, quiet, json_output, **options):
     """Boot a virtual machine, kexec into the payload from its Linux exactly as on hardware
     (log in on the serial console, run `kexectest load ... --exec --yes`), collect and analyse
     the trace, and write the bundle.  Exit status: the verdict's code."""
@@ -87,10 +96,12 @@ def run_cmd(machine, memory, smp, disks, accel, loader, payload, out_dir, timeou
     shape = {"machine": "pc", "memory": 256, "smp": 1, "disks": 1, "accel": "auto"}
     load: dict = {}
     file_timeout = None
+    file_drivers: list[str] = []
     if config is not None:
-        file_shape, load, file_timeout = _from_lab_file(*config)
+        file_shape, load, file_timeout, file_drivers = _from_lab_file(*config)
         shape.update({k: v for k, v in file_shape.items() if v is not None})
-    given = {"machine": machine, "memory": memory, "smp": smp, "disks": disks, "accel": accel}
+    given = {"machine": machine, "memory": memory, "smp": smp, "disks": disks, "accel": accel,
+             "disk_bus": disk_bus}
     shape.update({k: v for k, v in given.items() if v is not None})
     via = loader or load.pop("via", None) or "syscall"
     load.pop("via", None)
@@ -110,7 +121,8 @@ def run_cmd(machine, memory, smp, disks, accel, loader, payload, out_dir, timeou
         shape, loader=via, out_dir=out_dir, timeout=timeout or file_timeout or 60.0,
         overall_timeout=max_time, console=console, payload=payload, args=list(args),
         quiet=quiet, json_output=json_output, command_line=["kexectest", *sys.argv[1:]],
-        log=lambda msg: click.echo(msg, err=True), cold=cold, **cfg)
+        log=lambda msg: click.echo(msg, err=True), cold=cold,
+        drivers=list(drivers) or file_drivers, **cfg)
     finish(result, json_output)
 
 

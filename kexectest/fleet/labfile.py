@@ -25,7 +25,11 @@ _SERIAL = {"url": str, "baud": int, "parity": str, "rtscts": bool, "xonxoff": bo
 _TRIGGER = {"kind": str, "login": str, "password_env": str, "prompt": str, "command": str, "ssh": str}
 _LOAD = {"via": str, "payload": str, "args": list, **LAB_KEYS}  # + every payload option
 _POWER = {"on": str, "off": str, "cycle": str, "timeout": (int, float)}
-_QEMU = {"machine": str, "memory": int, "smp": int, "disks": int, "accel": str}
+# disk_bus is part of the machine's shape (lab/diskbus.py); drivers are guest kernel modules
+# loaded at every run, after the login (lab/drivers.py)
+_QEMU = {"machine": str, "memory": int, "smp": int, "disks": int, "accel": str, "disk_bus": str,
+         "drivers": list}
+_MODULE_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # matched whole
 _LABGRID = {"coordinator": str, "place": str, "tags": dict}
 _TABLES = {"serial": _SERIAL, "trigger": _TRIGGER, "load": _LOAD, "power": _POWER,
            "qemu": _QEMU, "labgrid": _LABGRID}
@@ -92,6 +96,7 @@ class Machine:
     timeout: float = 60.0
     retries: int = 0
     qemu: Shape | None = None
+    drivers: list[str] = field(default_factory=list)  # qemu.drivers
     labgrid: LabgridPlace | None = None
     where: str = ""  # "file:line" of its [[machine]] header, for messages
 
@@ -264,7 +269,9 @@ def _build(raw: dict, where: str) -> Machine:
         power=Power(**{k: (float(v) if k == "timeout" else v) for k, v in raw.get("power", {}).items()}),
         timeout=float(raw.get("timeout", 60.0)),
         retries=int(raw.get("retries", 0)),
-        qemu=Shape(**raw["qemu"]) if "qemu" in raw else None,
+        qemu=(Shape(**{k: v for k, v in raw["qemu"].items() if k != "drivers"})
+              if "qemu" in raw else None),
+        drivers=list(raw.get("qemu", {}).get("drivers", [])),
         labgrid=LabgridPlace(**raw["labgrid"]) if "labgrid" in raw else None,
         where=where,
     )
@@ -288,6 +295,12 @@ def _validate(m: Machine, loc: _Locator, idx: int) -> None:
     if m.qemu is not None:
         for key, message in m.qemu.problems():
             raise bad(key, f"qemu.{message}")
+        for d in m.drivers:
+            if not isinstance(d, str) or not _MODULE_NAME_RE.fullmatch(d):
+                raise bad("drivers", f"qemu.drivers must be kernel module names, not {d!r}")
+        if m.drivers and m.load.get("via") == "direct":
+            raise bad("drivers", "qemu.drivers are loaded by the lab's Linux, and load.via = "
+                                 "\"direct\" boots the payload without it")
     elif m.labgrid is not None:
         if not m.labgrid.place and not m.labgrid.tags:
             raise bad("labgrid", "labgrid needs a place or tags")

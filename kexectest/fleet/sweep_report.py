@@ -28,7 +28,8 @@ SEVERITY = ["completed", "failed-steps", "no-output", "garbled", "reset", "hung"
             "interrupted"]
 STATUS_CLASS = {"ok": "ok", "error": "err", "hung": "hung", "unknown": "unk", "skipped": "skip",
                 "not-reached": "nr"}
-_KEEP_STEP = ("index", "id", "title", "int", "function", "status", "result")
+_KEEP_STEP = ("index", "id", "title", "int", "function", "status", "result", "device")
+_KEEP_CAUSE = ("step", "index", "drive", "status", "device", "sentence")
 
 
 def step_seconds(step: dict) -> float | None:
@@ -81,6 +82,7 @@ def machine_entry(out_dir: Path, rec: dict) -> dict:
         "power": rec.get("power", []),
         "signature": report.get("signature") or _fallback_signature(rec),
         "hang": report.get("hang"),
+        "causes": [{k: c.get(k) for k in _KEEP_CAUSE} for c in report.get("causes") or ()],
         "steps": steps,
         "e820": report.get("e820") or [],
         "payload": report.get("payload"),
@@ -295,8 +297,40 @@ def _failures(machines: list[dict]) -> str:
         items.append(f'<li class="sig" data-count="{len(ms)}"><b>{_e(head)}</b>: '
                      f'{_e(sig.get("title") or sig.get("id"))}<br><span class="small">{names}'
                      f'</span><br><code>{_e(ms[0]["one_line"] or ms[0].get("error") or "")}'
-                     f"</code></li>")
+                     f"</code>{_group_causes(ms)}</li>")
     return f'<ul id="failures">{"".join(items)}</ul>'
+
+
+def _bm(v) -> str:
+    return {True: "on", False: "off"}.get(v, "?")
+
+
+def _group_causes(machines: list[dict]) -> str:
+    """The devices behind a group's failed or hung calls: each distinct cause once, with the
+    machines it was found on (one signature can hold machines whose disks sit on different
+    controllers)."""
+    seen: dict[str, tuple[dict, list[str]]] = {}
+    for m in machines:
+        for c in m.get("causes") or ():
+            seen.setdefault(str(c.get("sentence")), (c, []))[1].append(m["name"])
+    if not seen:
+        return ""
+    rows = []
+    for c, names in seen.values():
+        d = c.get("device")
+        if d:
+            driver = d["linux_driver"] or "none or not known"
+            facts = (f'{d["bdf"]} {d["class"]}, Linux driver {driver}, bus master '
+                     f'{_bm(d["bus_master_before"])} -> {_bm(d["bus_master_after"])}')
+            attrs = f' data-bdf="{_e(d["bdf"])}" data-driver="{_e(d["linux_driver"] or "")}"'
+        else:
+            facts, attrs = "device not known", ' data-bdf=""'
+        where = f'{c.get("step")}' + (f', drive {c["drive"]}h' if c.get("drive") else "")
+        rows.append(f'<li class="cause"{attrs}><b>{_e(where)}</b> ({_e(c.get("status"))}): '
+                    f'{_e(facts)}'
+                    f'<br>{_e(c.get("sentence"))} <span class="small">'
+                    f'({_e(", ".join(names))})</span></li>')
+    return f'<ul class="causes">{"".join(rows)}</ul>'
 
 
 def _timing_svg(machines: list[dict]) -> str:

@@ -258,15 +258,10 @@ def _module_bytes(path: Path) -> bytes:
 
 
 def module_depends(data: bytes) -> list[str]:
-    """The `depends=` of a kernel module, read from its .modinfo section."""
-    elf = ELFFile(io.BytesIO(data))
-    sec = elf.get_section_by_name(".modinfo")
-    if sec is None:
-        return []
-    for item in sec.data().split(b"\0"):
-        if item.startswith(b"depends="):
-            return [d for d in item[8:].decode().split(",") if d]
-    return []
+    """The `depends=` of a kernel module, read from its .modinfo section (lab/drivers.py)."""
+    from .drivers import modinfo
+
+    return [d for v in modinfo(data).get("depends", []) for d in v.split(",") if d]
 
 
 def order_modules(mods: dict[str, bytes]) -> list[str]:

@@ -24,6 +24,7 @@ import weakref
 from pathlib import Path
 
 from ..errors import Exit, KexectestError
+from .diskbus import disk_args
 from .qmp import Qmp, QmpError, qmp_socket_dir
 
 QEMU = "qemu-system-x86_64"
@@ -99,7 +100,8 @@ class Qemu:
     """A context manager around one qemu-system-x86_64 process.
 
     `kernel` is a bzImage (with `initrd`, `append`) or a multiboot ELF (direct payload boot).
-    `disks` is a list of raw image paths (attached snapshot=on, so images are shared safely).
+    `disks` is a list of raw image paths (attached snapshot=on, so images are shared safely),
+    on `disk_bus` (lab/diskbus.py; None: the machine's own controller, if=ide).
     `share_host` exports the host's / read-only over 9p (mount tag `host`).
     `no_reboot=False` lets a reset reboot the machine, as hardware would: the collector then
     sees the firmware or kernel banner come back (with -no-reboot QEMU just quits).
@@ -110,7 +112,7 @@ class Qemu:
                  disks: list[Path] | tuple = (), accel: str = "auto", kernel: Path | None = None,
                  initrd: Path | None = None, append: str | None = None, time_limit: float = 120.0,
                  debug_exit: bool = True, no_reboot: bool = True, share_host: bool = False,
-                 extra: list[str] = (), qmp: bool = False,
+                 extra: list[str] = (), qmp: bool = False, disk_bus: str | None = None,
                  out_dir: Path | None = None):
         if machine not in ("pc", "q35"):
             raise KexectestError(f"qemu: unknown machine {machine!r} (pc, q35)", Exit.USAGE)
@@ -123,13 +125,14 @@ class Qemu:
         self.time_limit = time_limit
         self.debug_exit, self.share_host, self.extra = debug_exit, share_host, list(extra)
         self.no_reboot = no_reboot
+        self.disk_bus = disk_bus
         self.qmp = qmp
         self.out_dir = Path(out_dir) if out_dir else None
         # what made this machine, to make another of the same shape (lab/warmstate.py)
         self.config = dict(machine=machine, memory_mib=memory_mib, smp=smp, disks=self.disks,
                            accel=self.accel, kernel=kernel, initrd=initrd, append=append,
                            debug_exit=debug_exit, no_reboot=no_reboot, share_host=share_host,
-                           extra=self.extra)
+                           extra=self.extra, disk_bus=disk_bus)
         self._monitor: Qmp | None = None
         self._qmp_dir: Path | None = None
         self.port: int | None = None
@@ -155,10 +158,10 @@ class Qemu:
             a.append("-no-reboot")
         if self.debug_exit:
             a += ["-device", f"isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=0x04"]
-        for i, d in enumerate(self.disks):
+        for d in self.disks:
             if not d.is_file():
                 raise KexectestError(f"qemu: disk image {d} does not exist", Exit.LAB_STAGE)
-            a += ["-drive", f"file={d},format=raw,if=ide,index={i},snapshot=on"]
+        a += disk_args(self.machine, self.disk_bus, self.disks)
         if self.kernel is not None:
             a += ["-kernel", str(self.kernel)]
         if self.initrd is not None:

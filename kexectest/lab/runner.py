@@ -3,12 +3,15 @@
 The runner only adds what a lab on a desk would: a machine to power on (QEMU, restored from its
 shape's saved state when there is one: lab/warmstate.py) and its console address.  Logging in,
 running `kexectest load ... --exec --yes`, capturing, analysing and bundling are
-`kexectest.session.run_session`, exactly as `kexectest run --serial URL`.
+`kexectest.session.run_session`, exactly as `kexectest run --serial URL`.  Guest kernel modules
+a run asks for (lab/drivers.py) are loaded on the same command line, before `kexectest load`:
+after the login, so after a warm start's restore.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import shlex
 import shutil
 import sys
@@ -18,8 +21,9 @@ from typing import Any
 from .. import payload as pl
 from ..errors import Exit, KexectestError
 from ..payload.options import CONFIG_OPTION_NAMES, config_argv, config_kwargs, lab_values
+from . import diskbus, warmstate
+from . import drivers as guest_drivers
 from . import image as lab_image
-from . import warmstate
 from .qemu import Qemu
 from .shape import Shape
 
@@ -44,6 +48,39 @@ def _split_config(kwargs: dict) -> dict:
     return config_kwargs(lab_values(kwargs))
 
 
+_MODULE_FAILED = re.compile(re.escape(guest_drivers.MARK)
+                            + r" (module \S+ failed to load in the guest: .*?)(?: \| |$)")
+
+
+def _drivers_script(img: lab_image.LabImage, shape: Shape, drivers: list[str], log):
+    """The plan and the guest script of the modules a run asks for (exit 19 for a module the
+    lab's kernel does not have)."""
+    index = guest_drivers.module_index(guest_drivers.module_source(img), log)
+    if img.kernel_version and index.release != img.kernel_version:
+        raise KexectestError(f"lab: the modules found are release {index.release}, the lab's "
+                             f"kernel is {img.kernel_version}", Exit.LAB_BUILD)
+    plan = guest_drivers.plan(index, drivers, diskbus.bus_of(shape.machine, shape.disk_bus).chain,
+                              shape.disks, set(lab_image.MODULES))
+    script = guest_drivers.prepare(index, plan)
+    if script.parts[1:2] and script.parts[1] in GUEST_HIDDEN:
+        raise KexectestError(f"lab: the lab cache {script.parent} is under /{script.parts[1]}, "
+                             "which the guest has its own of: set KEXECTEST_CACHE elsewhere",
+                             Exit.BAD_INPUT)
+    log(f"guest modules: {' '.join(plan.order)}")
+    return plan, script
+
+
+def _stage_error(exc: KexectestError) -> KexectestError:
+    """A module that failed to load in the guest, as the lab stage that failed (its name and
+    the guest's message); any other failure as it was."""
+    text = str(exc)
+    m = _MODULE_FAILED.search(text)
+    if m is None:
+        return exc
+    bundle = text[text.rfind(" (bundle: "):] if " (bundle: " in text else ""
+    return KexectestError(f"lab: {m[1]}{bundle}", Exit.LAB_STAGE)
+
+
 def _keep_qemu_stderr(q: Qemu, out_dir: Path, bundle_dir: Path | None) -> None:
     """Put QEMU's stderr into the run's bundle directory (the newest one when unknown)."""
     if not q.stderr_path or not q.stderr_path.exists():
@@ -63,21 +100,29 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
                 args: list[str] | tuple = (), command_line: list[str] | None = None,
                 quiet: bool = False, json_output: bool = False, redact: bool = False,
                 overall_timeout: float | None = None, image: lab_image.LabImage | None = None,
-                log=None, cold: bool = False, **config):
+                log=None, cold: bool = False, disk_bus: str | None = None,
+                drivers: list[str] | tuple = (), **config):
     """Run the payload on one virtual machine and return the session's SessionResult.
 
     `machine`: "pc"/"q35", a dict or an object with machine/memory/smp/disks/accel; keyword
     overrides win.  `loader`: syscall | kexec-tools (a real kexec from the lab's Linux) or
     direct (SeaBIOS boots the payload with -kernel).  `config`: payload options as
     payload/options.py's CONFIG_OPTION_NAMES (hang_at=..., uart_base=...).  `cold`: boot Linux
-    in full instead of restoring the shape's saved state (lab/warmstate.py).
+    in full instead of restoring the shape's saved state (lab/warmstate.py).  `disk_bus`: the
+    bus of the lab disks (lab/diskbus.py; default the machine's own); `drivers`: guest kernel
+    modules loaded before `kexectest load`, with what they and the disks need (lab/drivers.py).
     """
     from ..capture.session import RunOptions, run_session
 
     if loader not in LOADERS:
         raise KexectestError(f"lab: loader must be one of {', '.join(LOADERS)}, not {loader!r}",
                              Exit.CONFIG)
-    shape = Shape.of(machine, memory=memory or memory_mib, smp=smp, disks=disks, accel=accel)
+    shape = Shape.of(machine, memory=memory or memory_mib, smp=smp, disks=disks, accel=accel,
+                     disk_bus=disk_bus)
+    drivers, plan = list(drivers or ()), None
+    if drivers and loader == "direct":
+        raise KexectestError("lab: drivers are loaded by the lab's Linux, and the direct loader "
+                             "boots the payload without it", Exit.CONFIG)
     cfg = _split_config(config)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -93,7 +138,8 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
     # no_reboot=False: a triple fault reboots the machine and the banner coming back tells
     # the collector it was a reset (the time limit still bounds a reboot loop)
     common = dict(machine=shape.machine, memory_mib=shape.memory, smp=shape.smp,
-                  accel=shape.accel, time_limit=time_limit, out_dir=out_dir, no_reboot=False)
+                  accel=shape.accel, time_limit=time_limit, out_dir=out_dir, no_reboot=False,
+                  disk_bus=shape.disk_bus)
     session = dict(timeout=timeout, overall_timeout=overall_timeout, out_dir=out_dir,
                    quiet=quiet, json_output=json_output, redact=redact,
                    command_line=command_line or [sys.argv[0], "lab", "run"])
@@ -110,6 +156,10 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
     else:
         img = image or lab_image.build_image(log=log)
         lab_image.compile_tree()  # the guest imports this tree's kexectest, read-only
+        prefix = None
+        if drivers:
+            plan, script = _drivers_script(img, shape, drivers, log)
+            prefix = f"sh {shlex.quote('/host' + str(script))} && "
         q = Qemu(kernel=img.kernel, initrd=img.initrd, append=img.cmdline,
                  disks=img.disks[:shape.disks], share_host=True, **common)
         # the password goes to the session directly: never on a command line or in a file
@@ -117,11 +167,12 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
         # (".... node  #0, CPUs:      #" + "1" in a later read) while the guest still boots
         opts = RunOptions(serial_url="", login=img.login, password=img.password,
                           prompt=lab_image.PROMPT_RE,
-                          command=guest_command(elf, loader, cfg, list(args)),
+                          command=(prefix or "") + guest_command(elf, loader, cfg, list(args)),
                           payload_elf=elf, **session)
 
+    bus = diskbus.bus_of(shape.machine, shape.disk_bus).name
     log(f"starting QEMU ({shape.machine}, {shape.memory} MiB, {shape.smp} CPU, "
-        f"{shape.disks} disk(s), {q.accel})")
+        f"{shape.disks} disk(s) on {bus}, {q.accel})")
     if loader == "direct":
         start = warmstate.Start("cold", "direct loader: SeaBIOS boots the payload, no Linux")
         q.start()
@@ -135,7 +186,8 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
         opts.extra_environment = {"lab": {
             "machine": dataclasses.asdict(shape), "accel": q.accel, "loader": loader,
             "qemu_pid": q.pid, "qemu_argv": q.argv_used, "command": opts.command,
-            "image": str(img.directory) if img and img.directory else None,
+            "image": str(img.directory) if img and img.directory else None, "disk_bus": bus,
+            "drivers": plan.environment() if plan else None,
             **start.environment()}}
         try:
             result = run_session(opts, console=console)
@@ -146,7 +198,7 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
             if q.timed_out:
                 raise KexectestError(f"{exc} (QEMU was ended at its {time_limit:.0f} s limit)",
                                      exc.code) from None
-            raise
+            raise _stage_error(exc) from None
         finally:
             q.kill()
     _keep_qemu_stderr(q, out_dir, bundle_dir)

@@ -1,4 +1,5 @@
-"""The shape of a virtual machine (QEMU machine type, memory, CPUs, lab disks, accelerator).
+"""The shape of a virtual machine (QEMU machine type, memory, CPUs, lab disks and the bus they
+are on, accelerator).
 
 One definition for lab files, `kexectest lab run` and sweeps, so a machine means the same
 wherever it is written down and is checked against the same bounds.
@@ -10,6 +11,7 @@ import dataclasses
 from typing import Any
 
 from ..errors import Exit, KexectestError
+from . import diskbus
 from .image import MAX_DISKS  # the disks with known content the lab builds
 
 MACHINES = ("pc", "q35")
@@ -24,6 +26,7 @@ class Shape:
     smp: int = 1
     disks: int = 1
     accel: str = "auto"
+    disk_bus: str | None = None  # lab/diskbus.py; None: the machine's own (if=ide)
 
     def problems(self) -> list[tuple[str, str]]:
         """(key, message) for every value out of bounds; empty when the shape is usable."""
@@ -38,6 +41,9 @@ class Shape:
             out.append(("disks", f"disks must be 0..{MAX_DISKS} (the lab's disks), not {self.disks}"))
         if self.accel not in ACCELS:
             out.append(("accel", f"accel must be auto, tcg or kvm, not {self.accel!r}"))
+        bus = diskbus.problem(self.machine, self.disk_bus)
+        if bus:
+            out.append(("disk_bus", bus))
         return out
 
     @classmethod

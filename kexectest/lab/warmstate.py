@@ -193,7 +193,8 @@ def state_key(inputs: dict) -> str:
 
 
 def _describe(q: Qemu) -> str:
-    return (f"{q.machine}, {q.memory_mib} MiB, {q.smp} CPU, {len(q.disks)} disk(s)")
+    bus = f" on {q.disk_bus}" if q.disk_bus else ""
+    return (f"{q.machine}, {q.memory_mib} MiB, {q.smp} CPU, {len(q.disks)} disk(s){bus}")
 
 
 # ---------------------------------------------------------------- a saved state on disk

@@ -87,6 +87,7 @@ def render_summary_md(analysis: Analysis, environment: dict | None = None) -> st
             out.append("- not definite: the intact trace does not pin the stop here")
     if d["stop_reason"] in _STOPS:
         out.append(f"- capture ended by: {_STOPS[d['stop_reason']]}")
+    out += _causes_section(d)
     if d["hang"] or d["reset"] or d["verdict"] in _QUOTED:
         ctx = analysis.context(before=12, after=0) if not d["reset"] else \
             analysis.context(d["reset"].get("line_index"), before=10, after=1)
@@ -120,6 +121,7 @@ def render_summary_md(analysis: Analysis, environment: dict | None = None) -> st
         tally = ", ".join(f"{n} {st}" for st, n in counts.items())
         out += ["", f"<details><summary>All {len(d['steps'])} steps ({tally})</summary>", ""]
         out += _step_table(d["steps"]) + ["", "</details>"]
+    out += _devices_section(d)
     ba = d["before_after"]
     if ba.get("available"):
         out += ["", "### Before kexec / after kexec", ""]
@@ -152,6 +154,52 @@ def render_summary_md(analysis: Analysis, environment: dict | None = None) -> st
     if command:
         out += ["", "Command:", "", "```", command, "```"]
     return "\n".join(out) + "\n"
+
+
+def _cause_head(c: dict) -> str:
+    idx = f"{c['index']:03d} " if isinstance(c.get("index"), int) else ""
+    drive = f", drive {c['drive']}h" if c.get("drive") else ""
+    return f"{idx}{c['step']} ({c['status']}{drive})"
+
+
+def _causes_section(d: dict) -> list[str]:
+    """Why each failed or hung call failed, as far as the run's evidence tells: the device,
+    the Linux driver that held it, bus mastering before and after, and what is missing."""
+    causes = d.get("causes") or []
+    if not causes:
+        return []
+    out = ["", "### Why: the device behind the call", ""]
+    for c in causes:
+        out.append(f"- `{_cause_head(c)}`: {_md_cell(c['sentence'])}")
+        out.append(f"  - evidence: {_md_cell(c['evidence'])}")
+        out += [f"  - missing: {_md_cell(m)}" for m in c.get("missing") or ()]
+    return out
+
+
+def _yes_no(v) -> str:
+    return {True: "on", False: "off"}.get(v, "?")
+
+
+def _devices_section(d: dict) -> list[str]:
+    """Every PCI function: the Linux driver and command register before kexec (the snapshot),
+    the command register after it (the payload's scan)."""
+    dev = d.get("devices") or {}
+    table = dev.get("table") or []
+    out = []
+    if table:
+        out += ["", "### PCI functions: Linux before kexec, the BIOS after", "",
+                "| B/D/F | id | class | Linux driver | command before | command after "
+                "| bus master before -> after |", "|---|---|---|---|---|---|---|"]
+        for r in table:
+            drv = r["linux_driver"] or ("none" if "linux" in r["seen_by"] else "?")
+            out.append(f"| {r['bdf']} | {r['vendor'] or '?'}:{r['device'] or '?'} | "
+                       f"{_md_cell(r['class'])} | {_md_cell(drv)} | {r['cmd_before'] or '?'} | "
+                       f"{r['cmd_after'] or '?'} | {_yes_no(r['bus_master_before'])} -> "
+                       f"{_yes_no(r['bus_master_after'])} |")
+    if dev.get("missing") and (table or d.get("causes")):
+        out += ["", "Device evidence missing from this run:", ""]
+        out += [f"- {m}" for m in dev["missing"]]
+    return out
 
 
 def _damage_section(d: dict) -> list[str]:
@@ -210,7 +258,13 @@ def _run_section(env: dict) -> list[str]:
     if lab:
         m = lab.get("machine") or {}
         out.append(f"- virtual lab: {m.get('machine')} {m.get('memory')} MiB, {m.get('smp')} CPU, "
-                   f"{m.get('disks')} disk(s), {lab.get('accel')}, loader {lab.get('loader')}")
+                   f"{m.get('disks')} disk(s)"
+                   + (f" on {lab['disk_bus']}" if lab.get("disk_bus") else "")
+                   + f", {lab.get('accel')}, loader {lab.get('loader')}")
+        drv = lab.get("drivers") or {}
+        if drv.get("loaded"):
+            out.append(f"- guest modules loaded before kexec: {', '.join(drv['loaded'])} "
+                       f"(asked for: {', '.join(drv['requested'])})")
     t, stop = env.get("timings") or {}, env.get("stop") or {}
     if t or stop:
         bits = [f"{env.get('bytes')} bytes, {env.get('lines')} lines" if env.get("bytes") is not None else ""]
@@ -236,6 +290,12 @@ def render_terminal(analysis: Analysis, console, *, all_steps: bool = False) -> 
              "interrupted": "magenta"}.get(d["verdict"], "red")
     head = d["summary"] if d["summary"].startswith(d["verdict"]) else f"{d['verdict']}: {d['summary']}"
     console.print(f"[bold {style}]{escape(head)}[/]", highlight=False)
+    for c in d.get("causes") or []:
+        console.print(f"[red]cause:[/] {escape(_cause_head(c))}: {escape(c['sentence'])}",
+                      highlight=False)
+        console.print(f"  [dim]evidence: {escape(c['evidence'])}[/]", highlight=False)
+        for m in c.get("missing") or ():
+            console.print(f"  [dim]missing: {escape(m)}[/]", highlight=False)
     for t in d["kernel_trouble"]:
         when = "during hand-off" if t.get("phase") == "handoff" else "before hand-off"
         console.print(f"[yellow]kernel {escape(t['kind'])}[/] {when}: {escape(t['title'])}", highlight=False)
