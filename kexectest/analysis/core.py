@@ -8,6 +8,7 @@ and sweeps.
 from __future__ import annotations
 
 from ..trace import Line
+from . import catalog
 from .assemble import Assembly, assemble
 from .before_after import before_after
 from .findings import state_findings
@@ -26,7 +27,13 @@ _ANSWERED = frozenset({StepStatus.OK.value, StepStatus.ERROR.value, StepStatus.S
 
 def analyze(lines: list[Line], *, stop_reason: str = "replay", silence_s: float | None = None,
             payload=None, stats: dict | None = None) -> Analysis:
-    """The verdict and everything around it, from the lines of one capture."""
+    """The verdict and everything around it, from the lines of one capture.  With `payload`
+    (the ELF that ran), its own step table names the steps (titles, optional services)."""
+    with catalog.using(payload):
+        return _analyze(lines, stop_reason, silence_s, payload, stats)
+
+
+def _analyze(lines, stop_reason, silence_s, payload, stats) -> Analysis:
     names_of = _elf_names(payload)
     asm = assemble(lines, names_of)
     names = step_names(payload, asm)
