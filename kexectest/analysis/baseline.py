@@ -44,8 +44,7 @@ RULES: tuple[Rule, ...] = (
     Rule("tick-window", "tick-advance", "after", "a tick count, runs on by itself"),
     Rule("rtc", "rtc-*", "*", "the real-time clock's time and date run on by themselves"),
     Rule("bda-ticks", "state", "bda.ticks", "the BDA tick count runs on by itself"),
-    Rule("entry-apic", "apic-fix", "*", "the local APIC as the entry path left it (firmware or "
-         "the previous kernel) and the payload's repair of it"),
+    Rule("entry-apic", "apic-fix", "*", "the local APIC as the entry path left it, and its repair"),
     Rule("entry-pic", "pic-init", "old_*", "the 8259 masks the entry path left"),
     Rule("entry-idt", "idt-real", "*_at_entry", "the IDT register the entry path left"),
     Rule("entry-a20", "a20-test", "a20_enabled", "A20 as the entry path left it"),
@@ -55,10 +54,8 @@ RULES: tuple[Rule, ...] = (
          "whether the previous system left APM connected"),
     Rule("entry-video", "video-cursor", "*", "the cursor where the last text printed left it"),
     Rule("entry-video", "video-mode", "*", "the video mode the previous system left"),
-    Rule("entry-keyboard", "kbd-shift", "*", "the keyboard LEDs and shift keys the previous "
-         "system (or a person) left"),
-    Rule("entry-keyboard", "kbd-ext-shift", "*", "the keyboard LEDs and shift keys the previous "
-         "system (or a person) left"),
+    Rule("entry-keyboard", "kbd-shift", "*", "the keyboard LEDs and shift keys left behind"),
+    Rule("entry-keyboard", "kbd-ext-shift", "*", "the keyboard LEDs and shift keys left behind"),
     Rule("entry-keyboard", "kbd-pending", "*", "a key somebody pressed"),
 )
 

@@ -86,7 +86,11 @@ def load(path: Path | str, payload=None) -> Saved:
         return _from_dir(path, payload)
     if not path.exists():
         raise KexectestError(f"{path}: no such file or directory", Exit.BAD_INPUT)
-    if path.is_file() and tarfile.is_tarfile(path):
+    try:
+        is_tar = path.is_file() and tarfile.is_tarfile(path)
+    except (tarfile.TarError, EOFError, OSError) as exc:  # a gzip stream cut short
+        raise KexectestError(f"{path}: cannot read the tarball: {exc}", Exit.BAD_INPUT) from None
+    if is_tar:
         return _from_tar(path, payload)
     try:
         data = path.read_bytes()
