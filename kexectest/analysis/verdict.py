@@ -110,8 +110,12 @@ def _failed(e):
 
 def _finished_unknown(e):
     n = len(e.status("unknown"))
+    bad = e.status("error")
+    seen = (f"{len(bad)} intact step{'s' * (len(bad) != 1)} returned errors: "
+            + ", ".join(x.id for x in bad[:5]) + (" ..." if len(bad) > 5 else "")
+            if bad else "no intact line shows a failure")
     return (f"garbled: the payload ran to the end but {n} of {len(e.steps)} steps are unknown "
-            f"({_damage(e)}); no intact line shows a failure")
+            f"({_damage(e)}); {seen}")
 
 
 def _completed(e):
@@ -225,7 +229,9 @@ LADDER: list[Rung] = [
     Rung(Verdict.INFRASTRUCTURE_ERROR,
          lambda e: not e.payload_seen and e.stop_reason in INFRASTRUCTURE, _infra),
     Rung(Verdict.RESET, lambda e: e.started and e.reset is not None, _reset),
-    Rung(Verdict.FAILED_STEPS, lambda e: e.finished and bool(e.status("error")), _failed),
+    # errors with unknown steps beside them: the steps are not all there, so not failed-steps
+    Rung(Verdict.FAILED_STEPS, lambda e: e.finished and bool(e.status("error"))
+         and not e.status("unknown"), _failed),
     Rung(Verdict.GARBLED, lambda e: e.finished and bool(e.status("unknown")), _finished_unknown,
          _NOISE_HINTS),
     Rung(Verdict.COMPLETED, lambda e: e.finished, _completed),
