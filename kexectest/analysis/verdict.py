@@ -229,9 +229,10 @@ LADDER: list[Rung] = [
     Rung(Verdict.INFRASTRUCTURE_ERROR,
          lambda e: not e.payload_seen and e.stop_reason in INFRASTRUCTURE, _infra),
     Rung(Verdict.RESET, lambda e: e.started and e.reset is not None, _reset),
-    # errors with unknown steps beside them: the steps are not all there, so not failed-steps
+    # our payload's errors beside unknown steps: its steps are not all there, so not
+    # failed-steps (a classic transcript's unprinted calls are unknown by its nature)
     Rung(Verdict.FAILED_STEPS, lambda e: e.finished and bool(e.status("error"))
-         and not e.status("unknown"), _failed),
+         and not (e.source == "payload" and e.status("unknown")), _failed),
     Rung(Verdict.GARBLED, lambda e: e.finished and bool(e.status("unknown")), _finished_unknown,
          _NOISE_HINTS),
     Rung(Verdict.COMPLETED, lambda e: e.finished, _completed),
