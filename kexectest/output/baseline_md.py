@@ -26,6 +26,8 @@ def baseline_section(baseline: dict | None) -> list[str]:
     via = f", booted via {post['via']}" if post.get("via") else ""
     out = ["", "### Against the POST baseline", "",
            f"- POST capture: {baseline.get('source')} ({post.get('verdict')}{via})"]
+    if baseline.get("refused"):
+        return out + [f"- not compared: {baseline['refused']}"]
     diffs = baseline.get("differences") or []
     unreached = [d for d in diffs if d["field"] == "status" and d["after_kexec"] == "not-reached"
                  and d["post"] != "not-reached"]
