@@ -67,13 +67,48 @@ def test_interrupts_off_after_a_bios_call_no_longer_read_as_a_dead_timer():
 
 
 def test_errors_beside_a_damaged_step_are_garbled_and_named():
-    """A finished trace with errors and a step whose line was damaged: not failed-steps (its
-    steps are not all there), garbled, and the intact errors are still named."""
-    raw = (CORPUS / "real-bochs-post-pc.log").read_bytes()
+    """A finished trace with an error and a step whose line was damaged: not failed-steps (its
+    steps are not all there), garbled, and the intact error is still named."""
+    raw = (CORPUS / "failed-steps.log").read_bytes()
     line = next(ln for ln in raw.split(b"\n") if b" end 008 base-mem " in ln)
     hurt = raw.replace(line, line.replace(b"cf=0", b"cf=1"), 1)  # the checksum no longer holds
     d = analyze_bytes(hurt).to_dict()
-    assert steps(d)["base-mem"]["status"] == "unknown"
+    assert steps(d)["base-mem"]["status"] == "unknown" and steps(d)["e801"]["status"] == "error"
     assert d["verdict"] == "garbled"
-    assert "1 of 71 steps are unknown" in d["summary"] and "edid" in d["summary"]
-    assert report("real-bochs-post-pc")["verdict"] == "failed-steps"
+    assert "1 of 71 steps are unknown" in d["summary"] and "e801" in d["summary"]
+    assert analyze_bytes(raw).to_dict()["verdict"] == "failed-steps"
+
+
+def test_services_a_healthy_bios_may_lack_are_information_under_bochs():
+    """The Bochs BIOS's own answers (docs/firmware.md): no int 15h AH=86h wait, no EDID from a
+    display without DDC, no EGA/VGA BIOS and no PCI BIOS on isapc -- optional services answered
+    'not supported', so every Bochs capture is completed."""
+    for path in sorted(CORPUS.glob("real-bochs-*.log")):
+        d = analyze_log(path).to_dict()
+        assert d["verdict"] == "completed", (path.name, d["summary"])
+        assert steps(d)["wait"]["result"] == {"ah": 0x86, "supported": False}, path.name
+    pc = steps(report("real-bochs-post-pc"))
+    assert pc["edid"]["result"]["supported"] is False and pc["edid"]["result"]["ax"] == 0x014F
+    assert pc["ddc-caps"]["result"]["ddc2"] is True, "the adapter has DDC; the display gave none"
+    isa = steps(report("real-bochs-post-isapc"))
+    assert isa["video-ega"]["result"] == {"ega": False, "supported": False}
+    assert isa["pci-find-vga"]["result"] == {"supported": False}
+
+
+def test_other_bios_answers_decode_as_what_they_say():
+    """A PCI BIOS that finds no VGA (AH=86h, SeaBIOS on isapc) answered; one that is absent
+    (FFh, the Bochs BIOS) or lacks the function (81h) does not support it; any other status is
+    still an error.  The 014Fh of DDC and EDID names the display, an unchanged AX the BIOS."""
+    from kexectest.analysis.decoders import decode_call
+    from test_decoders import regs
+    assert decode_call("pci-find-vga", regs(cf=1, eax=0x8600), {}).result == {"found": False}
+    for ah in (0x81, 0xFF):
+        d = decode_call("pci-find-vga", regs(cf=1, eax=ah << 8), {})
+        assert d.status == "ok" and d.result == {"supported": False}
+    assert decode_call("pci-find-vga", regs(cf=1, eax=0x8700), {}).status == "error"
+    for sid in ("ddc-caps", "edid"):
+        d = decode_call(sid, regs(eax=0x014F), {})
+        assert d.status == "ok" and d.result["supported"] is False and "display" in d.reason
+        assert decode_call(sid, regs(eax=0x024F), {}).status == "error", "other VBE failures"
+    assert decode_call("wait", regs(cf=1, eax=0x8600), {}).result["supported"] is False
+    assert decode_call("wait", regs(cf=1, eax=0x8300), {}).status == "error"
