@@ -25,11 +25,12 @@ _SERIAL = {"url": str, "baud": int, "parity": str, "rtscts": bool, "xonxoff": bo
 _TRIGGER = {"kind": str, "login": str, "password_env": str, "prompt": str, "command": str, "ssh": str}
 _LOAD = {"via": str, "payload": str, "args": list, **LAB_KEYS}  # + every payload option
 _POWER = {"on": str, "off": str, "cycle": str, "timeout": (int, float)}
-_QEMU = {"machine": str, "memory": int, "smp": int, "disks": int, "accel": str}
+_QEMU = {"machine": str, "memory": int, "smp": int, "disks": int, "accel": str, "firmware": str}
 _LABGRID = {"coordinator": str, "place": str, "tags": dict}
 _TABLES = {"serial": _SERIAL, "trigger": _TRIGGER, "load": _LOAD, "power": _POWER,
            "qemu": _QEMU, "labgrid": _LABGRID}
-_SCALARS = {"name": str, "description": str, "tags": list, "timeout": (int, float), "retries": int}
+_SCALARS = {"name": str, "description": str, "tags": list, "timeout": (int, float), "retries": int,
+            "baseline": bool}
 _MACHINE_KEYS = set(_SCALARS) | set(_TABLES)
 _TOP_KEYS = {"lab", "defaults", "machine"}
 _LAB_KEYS = {"name": str, "description": str}
@@ -94,6 +95,7 @@ class Machine:
     qemu: Shape | None = None
     labgrid: LabgridPlace | None = None
     where: str = ""  # "file:line" of its [[machine]] header, for messages
+    baseline: bool = False  # virtual: POST first, then the kexec run (lab run --baseline)
 
     @property
     def kind(self) -> str:
@@ -267,6 +269,7 @@ def _build(raw: dict, where: str) -> Machine:
         qemu=Shape(**raw["qemu"]) if "qemu" in raw else None,
         labgrid=LabgridPlace(**raw["labgrid"]) if "labgrid" in raw else None,
         where=where,
+        baseline=bool(raw.get("baseline", False)),
     )
     return m
 
@@ -295,6 +298,9 @@ def _validate(m: Machine, loc: _Locator, idx: int) -> None:
         raise bad("serial", "no serial.url (and no qemu or labgrid table)")
     if m.trigger.kind == "ssh" and not m.trigger.ssh:
         raise bad("kind", "trigger.kind = \"ssh\" needs trigger.ssh = \"user@host\"")
+    if m.baseline and (m.qemu is None or m.load.get("via") == "direct"):
+        raise bad("baseline", "baseline = true needs a virtual machine (qemu) with a kexec "
+                              "loader: it boots the payload at POST, then after kexec")
     if m.timeout <= 0:
         raise bad("timeout", f"timeout must be positive, not {m.timeout}")
     if m.retries < 0:

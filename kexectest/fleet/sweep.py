@@ -146,8 +146,8 @@ def _call_virtual(m: Machine, out: Path, console, command_line: list[str], log=N
     wanted = {"loader": m.load.get("via", "syscall"), "out_dir": out, "timeout": m.timeout,
               "console": console, "memory": m.qemu.memory, "memory_mib": m.qemu.memory,
               "smp": m.qemu.smp, "disks": m.qemu.disks, "accel": m.qemu.accel,
-              "machine": m.qemu.machine, "quiet": True, "command_line": command_line,
-              "log": log}
+              "machine": m.qemu.machine, "firmware": m.qemu.firmware, "baseline": m.baseline,
+              "quiet": True, "command_line": command_line, "log": log}
     wanted.update({k: v for k, v in m.load.items() if k != "via"})
     params = inspect.signature(fn).parameters
     takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())

@@ -1,4 +1,5 @@
-"""The shape of a virtual machine (QEMU machine type, memory, CPUs, lab disks, accelerator).
+"""The shape of a virtual machine (QEMU machine type, memory, CPUs, lab disks, accelerator,
+firmware).
 
 One definition for lab files, `kexectest lab run` and sweeps, so a machine means the same
 wherever it is written down and is checked against the same bounds.
@@ -10,6 +11,7 @@ import dataclasses
 from typing import Any
 
 from ..errors import Exit, KexectestError
+from . import firmware as fw
 from .image import MAX_DISKS  # the disks with known content the lab builds
 
 MACHINES = ("pc", "q35")
@@ -24,6 +26,7 @@ class Shape:
     smp: int = 1
     disks: int = 1
     accel: str = "auto"
+    firmware: str = "seabios"
 
     def problems(self) -> list[tuple[str, str]]:
         """(key, message) for every value out of bounds; empty when the shape is usable."""
@@ -38,6 +41,13 @@ class Shape:
             out.append(("disks", f"disks must be 0..{MAX_DISKS} (the lab's disks), not {self.disks}"))
         if self.accel not in ACCELS:
             out.append(("accel", f"accel must be auto, tcg or kvm, not {self.accel!r}"))
+        f = fw.BY_NAME.get(self.firmware)
+        if f is None:
+            out.append(("firmware", f"firmware must be {' or '.join(fw.FIRMWARES)}, "
+                                    f"not {self.firmware!r}"))
+        elif isinstance(self.smp, int) and self.smp > f.max_smp:
+            out.append(("smp", f"smp must be 1 with firmware {f.name} (no local APIC: "
+                               f"docs/firmware.md), not {self.smp}"))
         return out
 
     @classmethod

@@ -39,7 +39,7 @@ def baseline_section(baseline: dict | None) -> list[str]:
         out.append(f"- {len(diffs)} difference(s) in {len(steps)} step(s)")
     if unreached:
         out.append(f"- not reached after kexec: {len(unreached)} step(s), "
-                   f"{unreached[0]['step']} .. {unreached[-1]['step']} (answered at POST)")
+                   f"{unreached[0]['step']} .. {unreached[-1]['step']}")
     if rows:
         out += ["", "| step | field | at POST | after kexec |", "|---|---|---|---|"]
         out += [f"| {_cell(d['step'])} | {_cell(d['field'])} | {_cell(_value(d['post']))} | "
