@@ -36,14 +36,15 @@ def images(elf, tmp_path_factory):
     return {kind: bootimage.write_image(elf, kind, d / f"p.{kind}") for kind in bootimage.KINDS}
 
 
-def boot(tmp: Path, drives: list[str], *, machine="pc", bios: list[str] = (), limit=60.0,
-         extra=(), name="boot") -> tuple[bytes, int | None, float]:
-    """Boot a machine from its drives; (serial bytes, QEMU status, seconds to the last byte)."""
+def boot(tmp: Path, drives: list[str], *, machine="pc", bios: list[str] | None = None,
+         limit=60.0, extra=(), name="boot") -> tuple[bytes, int | None, float]:
+    """Boot a machine from its drives; (serial bytes, QEMU status, seconds to the last byte).
+    `bios`: the firmware's own argv, its VGA included (default: SeaBIOS and the std VGA)."""
     serial = tmp / f"{name}.serial"
     argv = [QEMU, "-machine", machine, "-accel", "tcg", "-m", "256", "-display", "none",
-            "-monitor", "none", "-no-reboot", "-nodefaults", "-vga", "std", "-serial",
+            "-monitor", "none", "-no-reboot", "-nodefaults", "-serial",
             f"file:{serial}", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
-            *bios, *drives, *extra]
+            *(["-vga", "std"] if bios is None else bios), *drives, *extra]
     start = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -213,3 +214,35 @@ def test_an_image_on_a_medium_that_does_not_boot_shows_no_banner(images, tmp_pat
     assert code == 5 and rep["verdict"] == "no-output"
     assert "no payload line" in rep["summary"] and rep["payload"]["build_id"] is None
     assert rep["stop_reason"] == "timeout"
+
+
+# ---------------------------------------------------------------- booted by the Bochs BIOS
+
+
+def bochs_machine(machine: str, image: Path, on_cd: bool) -> tuple[list[str], list[str]]:
+    """(firmware argv, drive argv) the lab uses for the Bochs BIOS (lab/firmware.py); isapc,
+    no lab machine, has no PCI VGA: the plain ISA VGA without a video BIOS."""
+    from kexectest.lab import firmware as fw
+    if machine == "isapc":
+        return ["-bios", str(fw.BOCHS.bios), "-vga", "none"], disk(image)
+    drives = fw.drive_argv(fw.BOCHS, machine, [] if on_cd else [image], image if on_cd else None)
+    return fw.qemu_argv(fw.BOCHS, machine), drives + ["-boot", "d" if on_cd else "c"]
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("machine,kind", [("pc", "disk"), ("pc", "iso"), ("q35", "disk"),
+                                          ("isapc", "disk")])
+def test_image_boots_under_the_bochs_bios(images, elf, tmp_path, machine, kind):
+    """The second firmware boots both images wherever it works (docs/firmware.md), and every
+    step answers: what it lacks reads as a service it does not have."""
+    bios, drives = bochs_machine(machine, images[kind], kind == "iso")
+    raw, status, took = boot(tmp_path, drives, machine=machine, bios=bios, limit=90)
+    assert status == DONE_EXIT, f"no end after {took:.1f} s: {raw[-300:]!r}"
+    d = analyze_bytes(raw, pl.PayloadImage.open(elf)).to_dict()
+    assert d["verdict"] == "completed", d["summary"]
+    assert d["payload"]["via"] == ("cd" if kind == "iso" else "disk")
+    steps = {s["id"]: s for s in d["steps"]}
+    assert steps["tick-advance"]["result"]["delta"] > 0
+    assert steps["wait"]["result"].get("supported") is False, "the Bochs BIOS has no AH=86h"
+    if machine != "isapc":  # the lab's LGPL VGA BIOS at C0000 answers VBE
+        assert steps["vbe-info"]["result"]["oem"].startswith("Bochs VBE")
