@@ -8,8 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(python3 python3-venv python3-pip binutils openssl
-              qemu-system-x86 kexec-tools busybox-static cpio ser2net chromium util-linux)
+APT_PACKAGES=(python3 python3-venv python3-pip binutils openssl xorriso
+              qemu-system-x86 kexec-tools busybox-static cpio ser2net chromium util-linux
+              bochsbios vgabios isolinux syslinux-common)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -302,7 +302,10 @@ p_dumpfar:
 # counter (read by latching, independent of interrupts): a count that does
 # not move means IRQ0 never reaches the BIOS.  In mode 3 the counter runs
 # down by 2 per 1.19 MHz clock, so 8 x 65536 counts are four 55 ms ticks.
+# Interrupts on first: a BIOS call before may return with IF=0 (the Bochs
+# BIOS's int 1Ah PCI functions do), and IRQ0 is what this step measures.
 h_ticks:
+	sti
 	pushw %fs
 	xorw %ax, %ax
 	movw %ax, %fs

@@ -189,6 +189,7 @@ banner32:
 	movzbl entry_mode, %eax
 	movl $2, %ecx
 	call hex_as_dec32
+	call banner_via32
 	PUTS32 " uart="
 	movzwl cfg_uart, %eax
 	movl $4, %ecx

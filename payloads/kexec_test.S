@@ -43,6 +43,7 @@ kt_multiboot:
 
 	.include "macros.S"
 	.include "entry.S"
+	.include "entry16.S"
 	.include "io.S"
 	.include "builtins.S"
 	.include "pci.S"

@@ -97,7 +97,7 @@ kt_steps:
 	STEP pci-bios, 0x1A, title="PCI BIOS present", fn=AX, eax=0xB101, need=optional
 	STEP pci-find-vga, 0x1A, title="PCI find VGA class", fn=AX, eax=0xB103, ecx=0x030000, need=optional
 	STEP tick-advance, title="timer tick advancing", handler=h_ticks
-	STEP wait, 0x15, title="wait 100 ms", fn=AH, eax=0x8600, ecx=0x0001, edx=0x86A0
+	STEP wait, 0x15, title="wait 100 ms", fn=AH, eax=0x8600, ecx=0x0001, edx=0x86A0, need=optional
 	STEP ticks-after, 0x1A, title="tick count after wait", fn=AH, eax=0x0000
 
 	# -- optional: boot again through the firmware

@@ -336,3 +336,15 @@ def test_no_pci_prints_one_line_and_goes_on(built_payload, tmp_path):
     assert head.fields == {"present": "0"} and fns == []
     recs = payload_records(raw)
     assert status == (0x31 << 1) | 1 and recs[-1].kind == "done"
+
+
+def test_banner_says_how_the_payload_was_entered(built_payload, tmp_path):
+    """-kernel enters through multiboot (EAX = 2BADB002h at kt_entry32): `via=multiboot`; the
+    same ELF entered at kt_entry32 by kexec-tools says `via=kexec` (the lab tests show it)."""
+    raw, _, status = boot(patched(built_payload, tmp_path), tmp_path)
+    banner = payload_records(raw)[0]
+    assert banner.kind == "banner" and status == (0x31 << 1) | 1
+    assert (banner.fields["entry"], banner.fields["via"]) == ("32", "multiboot")
+    assert "drive" not in banner.fields, "drive= only after the payload's own boot loaders"
+    regs = next(r for r in payload_records(raw) if r.kind == "state" and r.name == "regs")
+    assert regs.fields["eax"] == "2BADB002"

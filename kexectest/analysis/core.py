@@ -127,6 +127,8 @@ def _identity(a: Analysis, asm: Assembly, payload) -> None:
     build = b.fields.get("build")  # printed upper case; ELF tools show build ids lower case
     a.payload = {"version": b.fields.get("version"), "build_id": build.lower() if build else None,
                  "entry": b.fields.get("entry"), "uart": b.fields.get("uart"), "steps": step_count(b)}
+    # how it was entered (payloads/entry16.S), where the banner says: older builds do not
+    a.payload.update({k: b.fields[k] for k in ("via", "drive") if b.fields.get(k)})
     want = getattr(payload, "build_id", None)
     if want and build and want.upper() != build.upper():
         a.findings.append({"kind": "build-mismatch",

@@ -112,13 +112,12 @@ def _failed(e):
 
 def _finished_unknown(e):
     n = len(e.status("unknown"))
-    s = f"garbled: the payload ran to the end but {n} of {len(e.steps)} steps are unknown ({_damage(e)})"
     bad = e.status("error")
-    if not bad:
-        return s + "; no intact line shows a failure"
-    # the errors are the firmware's answers, but with steps unknown they are not all of them
-    return (s + f"; intact lines show {len(bad)} step{'s' * (len(bad) != 1)} that returned "
-            "errors: " + ", ".join(x.id for x in bad[:5]) + (" ..." if len(bad) > 5 else ""))
+    seen = (f"{len(bad)} intact step{'s' * (len(bad) != 1)} returned errors: "
+            + ", ".join(x.id for x in bad[:5]) + (" ..." if len(bad) > 5 else "")
+            if bad else "no intact line shows a failure")
+    return (f"garbled: the payload ran to the end but {n} of {len(e.steps)} steps are unknown "
+            f"({_damage(e)}); {seen}")
 
 
 def _completed(e):
@@ -232,12 +231,10 @@ LADDER: list[Rung] = [
     Rung(Verdict.INFRASTRUCTURE_ERROR,
          lambda e: not e.payload_seen and e.stop_reason in INFRASTRUCTURE, _infra),
     Rung(Verdict.RESET, lambda e: e.started and e.reset is not None, _reset),
-    # failed-steps says every step answered, these with errors: not while one of our payload's
-    # steps is unknown (its own checksummed lines damaged or lost, it may have failed too); a
-    # classic transcript has no checksums, its missing calls are inferred from the labels around
-    # them, and the errors it printed are its verdict
+    # our payload's errors beside unknown steps: its steps are not all there, so not
+    # failed-steps (a classic transcript's unprinted calls are unknown by its nature)
     Rung(Verdict.FAILED_STEPS, lambda e: e.finished and bool(e.status("error"))
-         and (e.source == "classic" or not e.status("unknown")), _failed),
+         and not (e.source == "payload" and e.status("unknown")), _failed),
     Rung(Verdict.GARBLED, lambda e: e.finished and bool(e.status("unknown")), _finished_unknown,
          _NOISE_HINTS),
     Rung(Verdict.COMPLETED, lambda e: e.finished, _completed),

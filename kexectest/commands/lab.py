@@ -17,7 +17,8 @@ from .run import finish
 
 @click.group("lab")
 def lab_group():
-    """The virtual lab: QEMU + SeaBIOS + a Debian kernel that kexecs into the payload."""
+    """The virtual lab: QEMU + SeaBIOS (or the Bochs BIOS) + a Debian kernel that kexecs into
+    the payload."""
 
 
 @lab_group.command("build")
@@ -36,8 +37,9 @@ def build_cmd(kernel, modules, force):
     click.echo(str(image.directory))
 
 
-def _from_lab_file(path: Path, name: str) -> tuple[dict, dict, float | None, list[str]]:
-    """(machine shape, load options, timeout, guest modules) of machine NAME in a lab file."""
+def _from_lab_file(path: Path, name: str) -> tuple[dict, dict, float | None, list[str], bool]:
+    """(machine shape, load options, timeout, guest modules, baseline) of machine NAME in a lab
+    file."""
     from ..fleet.labfile import load_lab
 
     m = load_lab(path).machine(name)
@@ -45,8 +47,8 @@ def _from_lab_file(path: Path, name: str) -> tuple[dict, dict, float | None, lis
         raise KexectestError(f"{path}: machine {name!r} is not a virtual machine (no qemu table)",
                              Exit.CONFIG)
     shape = {k: getattr(m.qemu, k) for k in ("machine", "memory", "smp", "disks", "accel",
-                                             "disk_bus")}
-    return shape, dict(m.load), m.timeout, list(m.drivers)
+                                             "disk_bus", "firmware")}
+    return shape, dict(m.load), m.timeout, list(m.drivers), m.baseline
 
 
 @lab_group.command("run")
@@ -67,8 +69,16 @@ def _from_lab_file(path: Path, name: str) -> tuple[dict, dict, float | None, lis
                    "its dependencies from the kernel package and what a working disk needs "
                    "after it (sd_mod behind ahci, usb-storage behind xhci_pci).")
 @click.option("--loader", type=click.Choice(["syscall", "kexec-tools", "direct"]), default=None,
-              help="kexec_load syscall or kexec-tools from the lab's Linux, or direct: SeaBIOS "
-                   "boots the payload without Linux [default: syscall].")
+              help="kexec_load syscall or kexec-tools from the lab's Linux, or direct: the "
+                   "firmware boots the payload without Linux (SeaBIOS by -kernel, the Bochs "
+                   "BIOS from the payload's disk image) [default: syscall].")
+@click.option("--firmware", type=click.Choice(["seabios", "bochs"]), default=None,
+              help="QEMU's SeaBIOS, or Debian's Bochs BIOS (no local APIC, one CPU, Linux "
+                   "from a CD: docs/firmware.md) [default: seabios].")
+@click.option("--baseline", is_flag=True, default=None,
+              help="Boot the same machine twice: the payload from its disk image at POST, "
+                   "then Linux + kexec; one bundle with both captures (post/) and every step "
+                   "that differs from POST (faults asked for apply to the kexec run only).")
 @config_options
 @click.option("--payload", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Payload ELF [default: the built payloads/kexec_test.S].")
@@ -86,22 +96,24 @@ def _from_lab_file(path: Path, name: str) -> tuple[dict, dict, float | None, lis
                    "(the first run of a shape saves one; a line on stderr says which was done).")
 @click.option("--quiet", is_flag=True, help="Only the verdict line and the bundle path.")
 @click.option("--json", "json_output", is_flag=True, help="Print report.json on stdout.")
-def run_cmd(machine, memory, smp, disks, accel, disk_bus, drivers, loader, payload, out_dir,
-            timeout, max_time, config, cold, quiet, json_output, **options):
+def run_cmd(machine, memory, smp, disks, accel, disk_bus, drivers, loader, firmware, baseline,
+            payload, out_dir, timeout, max_time, config, cold, quiet, json_output, **options):
     """Boot a virtual machine, kexec into the payload from its Linux exactly as on hardware
     (log in on the serial console, run `kexectest load ... --exec --yes`), collect and analyse
     the trace, and write the bundle.  Exit status: the verdict's code."""
     from ..lab.runner import run_virtual
 
-    shape = {"machine": "pc", "memory": 256, "smp": 1, "disks": 1, "accel": "auto"}
+    shape = {"machine": "pc", "memory": 256, "smp": 1, "disks": 1, "accel": "auto",
+             "firmware": "seabios"}
     load: dict = {}
     file_timeout = None
     file_drivers: list[str] = []
+    file_baseline = False
     if config is not None:
-        file_shape, load, file_timeout, file_drivers = _from_lab_file(*config)
+        file_shape, load, file_timeout, file_drivers, file_baseline = _from_lab_file(*config)
         shape.update({k: v for k, v in file_shape.items() if v is not None})
     given = {"machine": machine, "memory": memory, "smp": smp, "disks": disks, "accel": accel,
-             "disk_bus": disk_bus}
+             "disk_bus": disk_bus, "firmware": firmware}
     shape.update({k: v for k, v in given.items() if v is not None})
     via = loader or load.pop("via", None) or "syscall"
     load.pop("via", None)
@@ -122,8 +134,29 @@ def run_cmd(machine, memory, smp, disks, accel, disk_bus, drivers, loader, paylo
         overall_timeout=max_time, console=console, payload=payload, args=list(args),
         quiet=quiet, json_output=json_output, command_line=["kexectest", *sys.argv[1:]],
         log=lambda msg: click.echo(msg, err=True), cold=cold,
-        drivers=list(drivers) or file_drivers, **cfg)
+        drivers=list(drivers) or file_drivers,
+        baseline=file_baseline if baseline is None else baseline, **cfg)
+    if hasattr(result, "baseline"):
+        _finish_baseline(result, json_output)
     finish(result, json_output)
+
+
+def _finish_baseline(result, json_output: bool) -> None:
+    """A baseline run's ending: report.json with its baseline, or the verdict line and the
+    differences from POST; then the bundle and the kexec run's exit status."""
+    import json
+
+    from ..output.baseline_md import baseline_section
+
+    if json_output:
+        click.echo(json.dumps(result.report(), indent=2))
+        click.echo(f"bundle: {result.tarball}", err=True)
+    else:
+        click.echo(result.analysis.one_line())
+        for line in baseline_section(result.baseline)[2:]:  # under the verdict line
+            click.echo(line)
+        click.echo(f"bundle: {result.tarball}")
+    sys.exit(result.exit_code)
 
 
 def register(group: click.Group) -> None:

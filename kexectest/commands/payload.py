@@ -10,7 +10,8 @@ import click
 
 from .. import payload as pl
 from ..errors import Exit, KexectestError
-from ..payload.options import BY_NAME, OPTIONS, Option, parse_number
+from ..payload import bootimage
+from ..payload.options import BY_NAME, OPTIONS, Option, config_kwargs, parse_number
 
 
 class _IntParam(click.ParamType):
@@ -56,15 +57,38 @@ def config_options(func):
 
 @click.command("build")
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="Where to write the ELF (default build/kexec_test.elf).")
-def build_cmd(out):
-    """Assemble and link the real-mode test payload with binutils."""
-    path = pl.build(out)
+              default=None, help="Where to write the ELF (default build/kexec_test.elf); with "
+                                 "--image, the image (default build/kexec_test.img or .iso).")
+@click.option("--image", "image", type=click.Choice(bootimage.KINDS), default=None,
+              help="Also make a bootable image of the payload for the machine's own firmware: "
+                   "disk (a raw disk for a USB stick, dd or a lab disk) or iso (El Torito, for "
+                   "a BMC's virtual media or a CD).  The payload options below configure the "
+                   "payload inside it.")
+@config_options
+def build_cmd(out, image, **config):
+    """Assemble and link the real-mode test payload with binutils (and make a boot image)."""
+    chosen = {k: v for k, v in config.items() if v not in (None, ())}
+    if chosen and image is None:
+        names = ", ".join(BY_NAME[k].cli for k in sorted(chosen))
+        raise KexectestError(f"{names}: payload options configure a boot image: add --image "
+                             "disk|iso (kexectest load takes them for a kexec)", Exit.USAGE)
+    path = pl.build(None if image else out)
     img = pl.PayloadImage.open(path)
     click.echo(f"{path}  {len(img.data)} bytes  build-id {img.build_id or '-'}")
     for level, msg in img.checks():
         if level == "warning":
             click.echo(f"warning: {msg}", err=True)
+    if image is None:
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="kt-image-") as tmp:
+        src = pl.patch(path, Path(tmp) / "payload.elf", **config_kwargs(config)) if chosen else path
+        written = bootimage.write_image(src, image, out)
+    size = written.stat().st_size
+    what = "disk image (dd it to a USB stick)" if image == "disk" else "ISO (El Torito)"
+    click.echo(f"{written}  {size} bytes  {what}, payload {len(bootimage.load_segment(img))} "
+               f"bytes, entered in real mode at kt_entry16")
 
 
 def _hex(v: int | None, width: int = 0) -> str:

@@ -28,12 +28,13 @@ _POWER = {"on": str, "off": str, "cycle": str, "timeout": (int, float)}
 # disk_bus is part of the machine's shape (lab/diskbus.py); drivers are guest kernel modules
 # loaded at every run, after the login (lab/drivers.py)
 _QEMU = {"machine": str, "memory": int, "smp": int, "disks": int, "accel": str, "disk_bus": str,
-         "drivers": list}
+         "drivers": list, "firmware": str}
 _MODULE_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # matched whole
 _LABGRID = {"coordinator": str, "place": str, "tags": dict}
 _TABLES = {"serial": _SERIAL, "trigger": _TRIGGER, "load": _LOAD, "power": _POWER,
            "qemu": _QEMU, "labgrid": _LABGRID}
-_SCALARS = {"name": str, "description": str, "tags": list, "timeout": (int, float), "retries": int}
+_SCALARS = {"name": str, "description": str, "tags": list, "timeout": (int, float), "retries": int,
+            "baseline": bool}
 _MACHINE_KEYS = set(_SCALARS) | set(_TABLES)
 _TOP_KEYS = {"lab", "defaults", "machine"}
 _LAB_KEYS = {"name": str, "description": str}
@@ -99,6 +100,7 @@ class Machine:
     drivers: list[str] = field(default_factory=list)  # qemu.drivers
     labgrid: LabgridPlace | None = None
     where: str = ""  # "file:line" of its [[machine]] header, for messages
+    baseline: bool = False  # virtual: POST first, then the kexec run (lab run --baseline)
 
     @property
     def kind(self) -> str:
@@ -274,6 +276,7 @@ def _build(raw: dict, where: str) -> Machine:
         drivers=list(raw.get("qemu", {}).get("drivers", [])),
         labgrid=LabgridPlace(**raw["labgrid"]) if "labgrid" in raw else None,
         where=where,
+        baseline=bool(raw.get("baseline", False)),
     )
     return m
 
@@ -308,6 +311,9 @@ def _validate(m: Machine, loc: _Locator, idx: int) -> None:
         raise bad("serial", "no serial.url (and no qemu or labgrid table)")
     if m.trigger.kind == "ssh" and not m.trigger.ssh:
         raise bad("kind", "trigger.kind = \"ssh\" needs trigger.ssh = \"user@host\"")
+    if m.baseline and (m.qemu is None or m.load.get("via") == "direct"):
+        raise bad("baseline", "baseline = true needs a virtual machine (qemu) with a kexec "
+                              "loader: it boots the payload at POST, then after kexec")
     if m.timeout <= 0:
         raise bad("timeout", f"timeout must be positive, not {m.timeout}")
     if m.retries < 0:

@@ -86,7 +86,20 @@ def machine_entry(out_dir: Path, rec: dict) -> dict:
         "steps": steps,
         "e820": report.get("e820") or [],
         "payload": report.get("payload"),
+        "baseline": _baseline(report.get("baseline")),
     }
+
+
+def _baseline(b: dict | None) -> dict | None:
+    """A baseline run's differences from POST by step (report.json `baseline`), for the marks."""
+    if not isinstance(b, dict):
+        return None
+    by_step: dict[str, list[str]] = {}
+    for d in b.get("differences") or []:
+        by_step.setdefault(str(d.get("step")), []).append(
+            f"{d.get('field')}: {d.get('post')} at POST, {d.get('after_kexec')} after kexec")
+    return {"differences": len(b.get("differences") or []), "steps": by_step,
+            "refused": b.get("refused")}
 
 
 def _fallback_signature(rec: dict) -> dict | None:
@@ -211,6 +224,8 @@ table.matrix th.s{writing-mode:vertical-rl;transform:rotate(180deg);font-weight:
 .v-infrastructure-error{background:#546e7a}.v-interrupted{background:#757575}
 .v-error{background:#37474f}
 .new{background:#ffebee}.fixed{background:#e8f5e9}
+td.c.post{box-shadow:inset 0 0 0 2px #1565c0}
+.postmark{box-shadow:inset 0 0 0 2px #1565c0;padding:0 6px}
 code{font-size:12px} .small{font-size:12px;color:#555}
 """
 
@@ -243,6 +258,7 @@ def _matrix(machines: list[dict]) -> str:
     rows = []
     for m in machines:
         by = {(s["index"], str(s["id"])): s for s in m["steps"]}
+        post = (m.get("baseline") or {}).get("steps") or {}
         links = []
         if m.get("summary"):
             links.append(f'<a href="{_e(m["summary"])}">summary</a>')
@@ -261,13 +277,19 @@ def _matrix(machines: list[dict]) -> str:
             tip = f'{key[0]:03d} {key[1]}: {st}'
             if s.get("seconds") is not None:
                 tip += f' ({s["seconds"]:.3f} s)'
-            cells.append(f'<td class="c {STATUS_CLASS.get(st, "none")}" data-status="{_e(st)}" '
+            mark, differs = "", post.get(key[1])
+            if differs:  # the run after kexec answered otherwise than the same machine at POST
+                mark = ' post" data-post="differs'
+                tip += "; differs from POST: " + "; ".join(differs[:3])
+            cells.append(f'<td class="c {STATUS_CLASS.get(st, "none")}{mark}" data-status="{_e(st)}" '
                          f'title="{_e(tip)}"></td>')
         rows.append(f'<tr data-machine="{_e(m["name"])}" data-verdict="{_e(m["verdict"])}">'
                     f'<th style="text-align:left">{_e(m["name"])}</th><td>{badge(m["verdict"])}'
                     f'</td><td class="small">{" ".join(links)}</td>{"".join(cells)}</tr>')
     legend = " ".join(f'<span class="{c}" style="padding:0 6px">{_e(s)}</span>'
                       for s, c in STATUS_CLASS.items())
+    if any((m.get("baseline") or {}).get("steps") for m in machines):
+        legend += ' <span class="postmark">differs from POST</span>'
     return (f'<p class="small">{legend}</p><table class="matrix" id="matrix"><thead><tr>'
             f"<th>machine</th><th>verdict</th><th>bundle</th>{head}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>")

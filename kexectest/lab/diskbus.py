@@ -62,6 +62,11 @@ def bus_of(machine: str, name: str | None) -> Bus:
     return BUSES[name or DEFAULT[machine]]
 
 
+def own_controller(machine: str, name: str | None) -> bool:
+    """Whether the disks sit on the machine's own controller (QEMU's if=ide disks)."""
+    return name is None or name == DEFAULT.get(machine)
+
+
 def problem(machine: str, name: str | None) -> str | None:
     """Why `name` cannot carry the disks of `machine`, or None."""
     if name is None:
@@ -80,8 +85,8 @@ def disk_args(machine: str, name: str | None, disks: list[Path]) -> list[str]:
     gets bootindex 1, 2, .. so SeaBIOS numbers them 80h, 81h in disk order."""
     if not disks:
         return []
-    bus = BUSES.get(name or DEFAULT[machine])
-    if bus is None or bus.name == DEFAULT[machine]:
+    bus = BUSES.get(name or DEFAULT.get(machine, ""))
+    if bus is None or own_controller(machine, bus.name):
         return [a for i, d in enumerate(disks)
                 for a in ("-drive", f"file={d},format=raw,if=ide,index={i},snapshot=on")]
     out = ["-device", bus.controller] if bus.controller else []

@@ -24,7 +24,8 @@ import weakref
 from pathlib import Path
 
 from ..errors import Exit, KexectestError
-from .diskbus import disk_args
+from . import diskbus
+from . import firmware as fw
 from .qmp import Qmp, QmpError, qmp_socket_dir
 
 QEMU = "qemu-system-x86_64"
@@ -106,6 +107,8 @@ class Qemu:
     `no_reboot=False` lets a reset reboot the machine, as hardware would: the collector then
     sees the firmware or kernel banner come back (with -no-reboot QEMU just quits).
     `qmp=True` adds a QMP monitor (`self.monitor`).
+    `firmware` is seabios (QEMU's own) or bochs (lab/firmware.py: what the Bochs BIOS needs);
+    `cdrom` a CD image after the disks, `boot` the firmware's boot order (c: disk, d: CD).
     """
 
     def __init__(self, *, machine: str = "pc", memory_mib: int = 256, smp: int = 1,
@@ -113,6 +116,7 @@ class Qemu:
                  initrd: Path | None = None, append: str | None = None, time_limit: float = 120.0,
                  debug_exit: bool = True, no_reboot: bool = True, share_host: bool = False,
                  extra: list[str] = (), qmp: bool = False, disk_bus: str | None = None,
+                 firmware: str = "seabios", cdrom: Path | None = None, boot: str | None = None,
                  out_dir: Path | None = None):
         if machine not in ("pc", "q35"):
             raise KexectestError(f"qemu: unknown machine {machine!r} (pc, q35)", Exit.USAGE)
@@ -128,11 +132,23 @@ class Qemu:
         self.disk_bus = disk_bus
         self.qmp = qmp
         self.out_dir = Path(out_dir) if out_dir else None
+        self.firmware = fw.get(firmware)
+        self.cdrom = Path(cdrom) if cdrom else None
+        if boot not in (None, "c", "d"):
+            raise KexectestError(f"qemu: boot order must be c or d, not {boot!r}", Exit.USAGE)
+        self.boot = boot
+        if kernel is not None and not self.firmware.kernel_boot:
+            raise KexectestError(f"qemu: firmware {firmware} runs no -kernel (it reads no "
+                                 "fw_cfg: docs/firmware.md)", Exit.USAGE)
+        if len(self.disks) + (cdrom is not None) > fw.max_drives(self.firmware, machine):
+            raise KexectestError(f"qemu: {machine} with firmware {firmware} takes at most "
+                                 f"{fw.max_drives(self.firmware, machine)} drives", Exit.USAGE)
         # what made this machine, to make another of the same shape (lab/warmstate.py)
         self.config = dict(machine=machine, memory_mib=memory_mib, smp=smp, disks=self.disks,
                            accel=self.accel, kernel=kernel, initrd=initrd, append=append,
                            debug_exit=debug_exit, no_reboot=no_reboot, share_host=share_host,
-                           extra=self.extra, disk_bus=disk_bus)
+                           extra=self.extra, disk_bus=disk_bus, firmware=firmware,
+                           cdrom=self.cdrom, boot=boot)
         self._monitor: Qmp | None = None
         self._qmp_dir: Path | None = None
         self.port: int | None = None
@@ -151,17 +167,25 @@ class Qemu:
         if not binary:
             raise KexectestError(f"qemu: {QEMU} not found (apt-get install {QEMU_PACKAGE})",
                                  Exit.MISSING_TOOL)
+        fw.check_installed(self.firmware)
         a = [binary, "-machine", self.machine, "-accel", self.accel,
              "-m", str(self.memory_mib), "-smp", str(self.smp),
-             "-display", "none", "-monitor", "none", "-nodefaults", "-vga", "std"]
+             "-display", "none", "-monitor", "none", "-nodefaults",
+             *fw.qemu_argv(self.firmware, self.machine)]
         if self.no_reboot:
             a.append("-no-reboot")
         if self.debug_exit:
             a += ["-device", f"isa-debug-exit,iobase={DEBUG_EXIT_PORT:#x},iosize=0x04"]
-        for d in self.disks:
+        for d in [*self.disks, *([self.cdrom] if self.cdrom else [])]:
             if not d.is_file():
                 raise KexectestError(f"qemu: disk image {d} does not exist", Exit.LAB_STAGE)
-        a += disk_args(self.machine, self.disk_bus, self.disks)
+        if diskbus.own_controller(self.machine, self.disk_bus):
+            a += fw.drive_argv(self.firmware, self.machine, self.disks, self.cdrom)
+        else:  # the disks on their bus, a CD (if any) on the machine's own IDE
+            a += diskbus.disk_args(self.machine, self.disk_bus, self.disks)
+            a += fw.drive_argv(self.firmware, self.machine, [], self.cdrom)
+        if self.boot:
+            a += ["-boot", self.boot]
         if self.kernel is not None:
             a += ["-kernel", str(self.kernel)]
         if self.initrd is not None:

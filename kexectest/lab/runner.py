@@ -21,9 +21,12 @@ from typing import Any
 from .. import payload as pl
 from ..errors import Exit, KexectestError
 from ..payload.options import CONFIG_OPTION_NAMES, config_argv, config_kwargs, lab_values
+from ..payload import bootimage
 from . import diskbus, warmstate
 from . import drivers as guest_drivers
+from . import firmware as fw
 from . import image as lab_image
+from .linuxcd import linux_cd
 from .qemu import Qemu
 from .shape import Shape
 
@@ -93,36 +96,60 @@ def _keep_qemu_stderr(q: Qemu, out_dir: Path, bundle_dir: Path | None) -> None:
         shutil.copyfile(q.stderr_path, bundle_dir / "qemu.stderr")
 
 
+def _lab_disks(img: lab_image.LabImage | None, shape: Shape) -> list[Path]:
+    return list(img.disks[:shape.disks]) if img is not None and shape.disks else []
+
+
 def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path | str = "out",
                 timeout: float = 60.0, console=None, memory: int | None = None,
                 memory_mib: int | None = None, smp: int | None = None, disks: int | None = None,
-                accel: str | None = None, payload: Path | str | None = None,
+                accel: str | None = None, firmware: str | None = None, baseline: bool = False,
+                payload: Path | str | None = None,
                 args: list[str] | tuple = (), command_line: list[str] | None = None,
                 quiet: bool = False, json_output: bool = False, redact: bool = False,
                 overall_timeout: float | None = None, image: lab_image.LabImage | None = None,
                 log=None, cold: bool = False, disk_bus: str | None = None,
-                drivers: list[str] | tuple = (), **config):
+                drivers: list[str] | tuple = (), boot_image: Path | None = None,
+                post: bool = False, **config):
     """Run the payload on one virtual machine and return the session's SessionResult.
 
-    `machine`: "pc"/"q35", a dict or an object with machine/memory/smp/disks/accel; keyword
-    overrides win.  `loader`: syscall | kexec-tools (a real kexec from the lab's Linux) or
-    direct (SeaBIOS boots the payload with -kernel).  `config`: payload options as
-    payload/options.py's CONFIG_OPTION_NAMES (hang_at=..., uart_base=...).  `cold`: boot Linux
-    in full instead of restoring the shape's saved state (lab/warmstate.py).  `disk_bus`: the
-    bus of the lab disks (lab/diskbus.py; default the machine's own); `drivers`: guest kernel
-    modules loaded before `kexectest load`, with what they and the disks need (lab/drivers.py).
+    `machine`: "pc"/"q35", a dict or an object with machine/memory/smp/disks/accel/firmware;
+    keyword overrides win.  `loader`: syscall | kexec-tools (a real kexec from the lab's
+    Linux) or direct (the firmware boots the payload: SeaBIOS with -kernel, the Bochs BIOS
+    from the payload's disk image).  `firmware`: seabios | bochs (lab/firmware.py).
+    `baseline`: POST first, then this run, one bundle (`run_baseline`).  `config`: payload
+    options as payload/options.py's CONFIG_OPTION_NAMES (hang_at=..., uart_base=...).  `cold`:
+    boot Linux in full instead of restoring the shape's saved state (lab/warmstate.py).
+    `disk_bus`: the bus of the lab disks (lab/diskbus.py; default the machine's own);
+    `drivers`: guest kernel modules loaded before `kexectest load`, with what they and the
+    disks need (lab/drivers.py).  `boot_image`, `post` (run_baseline's): the payload's disk
+    image as the first disk, and a POST run booting it with every device the Linux run has.
     """
     from ..capture.session import RunOptions, run_session
 
+    if baseline:
+        from .baseline import run_baseline  # it runs this function twice
+        return run_baseline(machine, loader=loader, out_dir=out_dir, timeout=timeout,
+                            console=console, memory=memory or memory_mib, smp=smp, disks=disks,
+                            accel=accel, firmware=firmware, payload=payload, args=args,
+                            command_line=command_line, quiet=quiet, json_output=json_output,
+                            redact=redact, overall_timeout=overall_timeout, image=image,
+                            log=log, disk_bus=disk_bus, drivers=drivers, **config)
     if loader not in LOADERS:
         raise KexectestError(f"lab: loader must be one of {', '.join(LOADERS)}, not {loader!r}",
                              Exit.CONFIG)
     shape = Shape.of(machine, memory=memory or memory_mib, smp=smp, disks=disks, accel=accel,
-                     disk_bus=disk_bus)
+                     disk_bus=disk_bus, firmware=firmware)
     drivers, plan = list(drivers or ()), None
     if drivers and loader == "direct":
         raise KexectestError("lab: drivers are loaded by the lab's Linux, and the direct loader "
                              "boots the payload without it", Exit.CONFIG)
+    firm = fw.get(shape.firmware)
+    if loader != "direct" and shape.machine not in firm.linux_machines:
+        raise KexectestError(f"lab: Linux + kexec under firmware {firm.name} runs on "
+                             f"{', '.join(firm.linux_machines)} only, not {shape.machine} "
+                             "(docs/firmware.md); --loader direct boots the payload there",
+                             Exit.CONFIG)
     cfg = _split_config(config)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -139,10 +166,12 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
     # the collector it was a reset (the time limit still bounds a reboot loop)
     common = dict(machine=shape.machine, memory_mib=shape.memory, smp=shape.smp,
                   accel=shape.accel, time_limit=time_limit, out_dir=out_dir, no_reboot=False,
-                  disk_bus=shape.disk_bus)
+                  disk_bus=shape.disk_bus, firmware=shape.firmware)
     session = dict(timeout=timeout, overall_timeout=overall_timeout, out_dir=out_dir,
                    quiet=quiet, json_output=json_output, redact=redact,
                    command_line=command_line or [sys.argv[0], "lab", "run"])
+    # the Linux CD for firmware that runs no -kernel; a POST run attaches it too (same shape)
+    needs_cd = not firm.kernel_boot and (loader != "direct" or post)
 
     if loader == "direct":
         # no Linux: the payload is patched on the host and leaves through isa-debug-exit
@@ -150,8 +179,15 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
         if cfg_direct.get("debug_exit") is None:
             cfg_direct["debug_exit"] = True
         elf_run = pl.patch(elf, out_dir / "payload-direct.elf", **cfg_direct)
-        img = (image or lab_image.build_image(log=log)) if shape.disks else None
-        q = Qemu(kernel=elf_run, disks=img.disks[:shape.disks] if img else [], **common)
+        img = (image or lab_image.build_image(log=log)) if shape.disks or post else None
+        if post or not firm.kernel_boot:  # the firmware boots the payload's disk image
+            boot_image = bootimage.write_image(elf_run, "disk", out_dir / "payload-direct.img")
+            q = Qemu(disks=[boot_image, *_lab_disks(img, shape)], boot="c", share_host=post,
+                     cdrom=linux_cd(img) if needs_cd else None, **common)
+            boot = "the payload's disk image"
+        else:
+            q = Qemu(kernel=elf_run, disks=_lab_disks(img, shape), **common)
+            boot = "-kernel (multiboot)"
         opts = RunOptions(serial_url="", payload_elf=elf_run, **session)
     else:
         img = image or lab_image.build_image(log=log)
@@ -160,8 +196,14 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
         if drivers:
             plan, script = _drivers_script(img, shape, drivers, log)
             prefix = f"sh {shlex.quote('/host' + str(script))} && "
-        q = Qemu(kernel=img.kernel, initrd=img.initrd, append=img.cmdline,
-                 disks=img.disks[:shape.disks], share_host=True, **common)
+        drives = [*([boot_image] if boot_image else []), *_lab_disks(img, shape)]
+        if firm.kernel_boot:
+            q = Qemu(kernel=img.kernel, initrd=img.initrd, append=img.cmdline, disks=drives,
+                     share_host=True, **common)
+            boot = "Linux by -kernel"
+        else:
+            q = Qemu(disks=drives, cdrom=linux_cd(img), boot="d", share_host=True, **common)
+            boot = "Linux from its ISOLINUX CD"
         # the password goes to the session directly: never on a command line or in a file
         # the guest's own prompt: the generic one also matches a kernel line cut at "#"
         # (".... node  #0, CPUs:      #" + "1" in a later read) while the guest still boots
@@ -172,9 +214,10 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
 
     bus = diskbus.bus_of(shape.machine, shape.disk_bus).name
     log(f"starting QEMU ({shape.machine}, {shape.memory} MiB, {shape.smp} CPU, "
-        f"{shape.disks} disk(s) on {bus}, {q.accel})")
+        f"{shape.disks} disk(s) on {bus}, {q.accel}, {shape.firmware}: {boot})")
     if loader == "direct":
-        start = warmstate.Start("cold", "direct loader: SeaBIOS boots the payload, no Linux")
+        start = warmstate.Start("cold", f"direct loader: {shape.firmware} boots the payload "
+                                        f"from {boot}, no Linux")
         q.start()
     else:
         start = warmstate.launch(q, cold=cold, log=log)
@@ -185,6 +228,7 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
         opts.qemu_stderr = q.stderr_path
         opts.extra_environment = {"lab": {
             "machine": dataclasses.asdict(shape), "accel": q.accel, "loader": loader,
+            "firmware": shape.firmware, "boot": boot, "post": post,
             "qemu_pid": q.pid, "qemu_argv": q.argv_used, "command": opts.command,
             "image": str(img.directory) if img and img.directory else None, "disk_bus": bus,
             "drivers": plan.environment() if plan else None,

@@ -1,5 +1,5 @@
 """The shape of a virtual machine (QEMU machine type, memory, CPUs, lab disks and the bus they
-are on, accelerator).
+are on, accelerator, firmware).
 
 One definition for lab files, `kexectest lab run` and sweeps, so a machine means the same
 wherever it is written down and is checked against the same bounds.
@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import Exit, KexectestError
 from . import diskbus
+from . import firmware as fw
 from .image import MAX_DISKS  # the disks with known content the lab builds
 
 MACHINES = ("pc", "q35")
@@ -27,6 +28,7 @@ class Shape:
     disks: int = 1
     accel: str = "auto"
     disk_bus: str | None = None  # lab/diskbus.py; None: the machine's own (if=ide)
+    firmware: str = "seabios"
 
     def problems(self) -> list[tuple[str, str]]:
         """(key, message) for every value out of bounds; empty when the shape is usable."""
@@ -44,6 +46,17 @@ class Shape:
         bus = diskbus.problem(self.machine, self.disk_bus)
         if bus:
             out.append(("disk_bus", bus))
+        f = fw.BY_NAME.get(self.firmware)
+        if f is None:
+            out.append(("firmware", f"firmware must be {' or '.join(fw.FIRMWARES)}, "
+                                    f"not {self.firmware!r}"))
+        elif isinstance(self.smp, int) and self.smp > f.max_smp:
+            out.append(("smp", f"smp must be 1 with firmware {f.name} (no local APIC: "
+                               f"docs/firmware.md), not {self.smp}"))
+        elif f.name != "seabios" and not bus and not diskbus.own_controller(self.machine,
+                                                                            self.disk_bus):
+            out.append(("disk_bus", f"firmware {f.name} boots from the machine's own IDE "
+                                    f"only, not disk_bus {self.disk_bus!r}"))
         return out
 
     @classmethod

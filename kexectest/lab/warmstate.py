@@ -171,7 +171,8 @@ def _file_id_or_none(path: Path) -> list | None:
 def key_inputs(q: Qemu) -> dict:
     """Everything that shapes a saved state of machine `q`."""
     argv = q.guest_argv()
-    files = [p for p in (q.kernel, q.initrd, *q.disks) if p is not None]
+    files = [p for p in (q.kernel, q.initrd, *q.disks, q.cdrom, q.firmware.bios,
+                         q.firmware.vga_rom) if p is not None]
     inputs = {"warm": WARM_VERSION, "argv": argv, "files": [_file_id(Path(p)) for p in files],
               "qemu": qemu_identity(argv[0]), "firmware": _firmware(argv[0])}
     if q.accel == "kvm":  # KVM states carry the host CPU's features
@@ -194,7 +195,8 @@ def state_key(inputs: dict) -> str:
 
 def _describe(q: Qemu) -> str:
     bus = f" on {q.disk_bus}" if q.disk_bus else ""
-    return (f"{q.machine}, {q.memory_mib} MiB, {q.smp} CPU, {len(q.disks)} disk(s){bus}")
+    return (f"{q.machine}, {q.memory_mib} MiB, {q.smp} CPU, {len(q.disks)} disk(s){bus}"
+            + (f", {q.firmware.name}" if q.firmware.name != "seabios" else ""))
 
 
 # ---------------------------------------------------------------- a saved state on disk

@@ -15,6 +15,7 @@ from rich.markup import escape
 from .. import __version__
 from ..analysis.model import Analysis
 from ..fsutil import write_atomic
+from .baseline_md import baseline_section
 
 _MARK = {"ok": "ok", "error": "ERROR", "hung": "HUNG", "skipped": "skipped", "not-reached": "-",
          "unknown": "UNKNOWN"}
@@ -32,10 +33,18 @@ _STOPS = {"timeout": "silence timeout (measured on the live console)", "eof": "c
           "reset": "a reset", "command-failed": "the trigger command failed"}
 
 
-def write_report_json(analysis: Analysis, path: Path | str) -> Path:
+def report_dict(analysis: Analysis, baseline: dict | None = None) -> dict:
+    """report.json's content: the analysis, and the POST baseline comparison when there is one."""
+    d = analysis.to_dict()
+    if baseline is not None:
+        d["baseline"] = baseline
+    return d
+
+
+def write_report_json(analysis: Analysis, path: Path | str, baseline: dict | None = None) -> Path:
     """Atomically (temporary name, then rename); an OSError is one line (fsutil)."""
     path = Path(path)
-    write_atomic(path, json.dumps(analysis.to_dict(), indent=1, default=str) + "\n")
+    write_atomic(path, json.dumps(report_dict(analysis, baseline), indent=1, default=str) + "\n")
     return path
 
 
@@ -66,8 +75,9 @@ def _md_cell(s: str) -> str:
     return str(s).replace("|", "\\|").replace("\n", " ")
 
 
-def render_summary_md(analysis: Analysis, environment: dict | None = None) -> str:
-    """Paste-ready for any tracker."""
+def render_summary_md(analysis: Analysis, environment: dict | None = None,
+                      baseline: dict | None = None) -> str:
+    """Paste-ready for any tracker (with the POST baseline's section when there is one)."""
     env = environment or {}
     d = analysis.to_dict()
     out = [f"## kexectest: {d['verdict']}", "", f"**{d['summary']}**", ""]
@@ -129,6 +139,7 @@ def render_summary_md(analysis: Analysis, environment: dict | None = None) -> st
             out += [f"- {x}" for x in ba["differences"]]
         else:
             out.append("- no differences (E820 map, base memory, drives)")
+    out += baseline_section(baseline)
     if d["e820"]:
         out += ["", "### E820 map (payload)", "", "```"]
         out += [f"{e['base']:016X}-{e['base'] + e['length'] - 1:016X} {e.get('type_name', e['type'])}"

@@ -22,8 +22,15 @@ def _pci(r, d):
                           "config_mechanism_2": bool(r.al & 2), "last_bus": r.cl})
 
 
+_DEVICE_NOT_FOUND, _FUNC_NOT_SUPPORTED = 0x86, 0x81
+
+
 @decoder("pci-find-vga")
 def _pci_vga(r, d):
+    if (r.cf or r.ah) and r.ah == _DEVICE_NOT_FOUND:  # an answer: the machine has no PCI VGA
+        return Decoded("ok", {"found": False}, "no VGA-class device (AH=86h: device not found)")
+    if (r.cf or r.ah) and r.ah in (_FUNC_NOT_SUPPORTED, 0xFF):  # FFh: the Bochs BIOS, no PCI
+        return Decoded("error", {}, f"PCI BIOS not present or not supported (AH={r.ah:02X}h)")
     if r.cf or r.ah:
         return Decoded("error", {}, f"no VGA-class device found (AH={r.ah:02X}h)")
     return Decoded("ok", {"bus": r.bh, "device": r.bl >> 3, "function": r.bl & 7})

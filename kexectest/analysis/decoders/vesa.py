@@ -64,8 +64,15 @@ def _vbe_set(r, d):
     return vbe_status(r, 0x4F02) or Decoded("ok")
 
 
+# AX=014Fh from 4F15h: the adapter supports the call but no DDC display answered (none is
+# attached, or it has no DDC): what the machine is, not a failed BIOS
+_NO_DDC = 0x014F
+
+
 @decoder("ddc-caps")
 def _ddc(r, d):
+    if r.ax == _NO_DDC:
+        return Decoded("error", {"ax": r.ax}, "DDC not supported by the display (AX=014Fh)")
     bad = vbe_status(r, 0x4F15)
     if bad:
         return bad
@@ -99,6 +106,9 @@ def decode_edid(b: bytes) -> dict:
 
 @decoder("edid")
 def _edid(r, d):
+    if r.ax == _NO_DDC:
+        return Decoded("error", {"ax": r.ax}, "EDID not supported by the display (AX=014Fh: "
+                                              "the DDC read failed)")
     bad = vbe_status(r, 0x4F15)
     if bad:
         return bad

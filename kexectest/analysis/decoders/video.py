@@ -22,7 +22,8 @@ def _vmode(r, d):
 @decoder("video-ega")
 def _ega(r, d):
     if r.bl == 0x10:
-        return Decoded("error", {"ega": False}, "no EGA/VGA answer (BL unchanged)")
+        # no EGA/VGA BIOS answered (a machine without one, the Bochs BIOS's without a VGA ROM)
+        return Decoded("error", {"ega": False}, "EGA/VGA information not supported (BL unchanged)")
     return Decoded("ok", {"ega": True, "mono": r.bh == 1, "memory_kib": 64 << r.bl if r.bl < 4 else None,
                           "switches": r.cl, "feature_bits": r.ch})
 
