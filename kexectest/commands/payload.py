@@ -10,7 +10,7 @@ import click
 
 from .. import payload as pl
 from ..errors import Exit, KexectestError
-from ..payload.options import BY_NAME, OPTIONS, Option, parse_number
+from ..payload.options import OPTIONS, Option, parse_number
 
 
 class _IntParam(click.ParamType):
@@ -39,9 +39,7 @@ _KIND_PARAMS = {
 
 def _click_option(o: Option):
     decl = f"{o.cli}/--no-{o.cli[2:]}" if o.kind == "switch" else o.cli
-    implies = f"; implies {BY_NAME[o.implies].cli}" if o.implies else ""
-    return click.option(decl, o.name, default=None, **_KIND_PARAMS[o.kind],
-                        help=f"{o.help}{implies}. Payload default: {o.default_text}.")
+    return click.option(decl, o.name, default=None, **_KIND_PARAMS[o.kind], help=o.help_line)
 
 
 _CONFIG_PARAMS = [_click_option(o) for o in OPTIONS]

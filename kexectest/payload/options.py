@@ -51,6 +51,12 @@ class Option(namedtuple("Option", "name kind default help flag implies")):
             return "none"
         return f"{self.default:#x}" if self.kind == "port" else str(self.default)
 
+    @property
+    def help_line(self) -> str:
+        """The option's help as every command line shows it."""
+        implies = f"; implies {BY_NAME[self.implies].cli}" if self.implies else ""
+        return f"{self.help}{implies}. Payload default: {self.default_text}."
+
     def argv(self, value) -> list:
         """The words that give `kexectest load` this value."""
         if self.kind == "switch":
