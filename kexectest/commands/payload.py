@@ -52,6 +52,16 @@ def config_options(func):
     return func
 
 
+def config_options_without(*names):
+    """The same, but for the named options (a command whose own option has that name)."""
+    def decorate(func):
+        for o, opt in reversed(list(zip(OPTIONS, _CONFIG_PARAMS))):
+            if o.name not in names:
+                func = opt(func)
+        return func
+    return decorate
+
+
 @click.command("build")
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Where to write the ELF (default build/kexec_test.elf).")
