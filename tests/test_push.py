@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -228,3 +229,82 @@ def test_push_and_a_command_do_not_mix(tmp_path, built_payload):
         run_session(RunOptions(serial_url="loop://", push=True, command="kexectest load",
                                payload_elf=built_payload, out_dir=tmp_path, quiet=True))
     assert err.value.code == Exit.USAGE and "--push runs the pushed agent itself" in str(err.value)
+
+
+# -- lab files -------------------------------------------------------------------------------
+
+LAB = """
+[[machine]]
+name = "board"
+serial = "socket://127.0.0.1:7001"
+trigger = { login = "root", push = true }
+load = { via = "kexec-tools", hang_at = "e820", uart_base = "0x2f8" }
+"""
+
+
+def test_lab_file_trigger_push(tmp_path):
+    from kexectest.fleet import sweep
+    from kexectest.fleet.labfile import load_lab
+
+    path = tmp_path / "lab.toml"
+    path.write_text(LAB)
+    m = load_lab(path).machine("board")
+    assert m.trigger.push is True
+    got = sweep._push_options(m)
+    assert got == {"push": True, "via": "kexec-tools", "payload_elf": None,
+                   "load_options": {"hang_at": "e820", "uart_base": 0x2F8}}
+    path.write_text(LAB.replace("push = true", 'push = true, command = "kexectest load"'))
+    with pytest.raises(KexectestError) as err:
+        load_lab(path)
+    assert err.value.code == Exit.CONFIG and "trigger.push runs the pushed agent" in str(err.value)
+    path.write_text(LAB.replace("push = true", 'push = "yes"'))
+    with pytest.raises(KexectestError) as err:
+        load_lab(path)
+    assert err.value.code == Exit.CONFIG and "trigger.push must be bool" in str(err.value)
+
+
+# -- over ssh --------------------------------------------------------------------------------
+
+def test_push_over_ssh(tmp_path, built_payload):
+    """`kexectest run --ssh HOST --push`: the real ssh client to a real SSH server here; the
+    files go over ssh's channel and are checked there, then the agent runs over ssh (as nobody:
+    it refuses, and the run says so in its one line)."""
+    pytest.importorskip("asyncssh")
+    if shutil.which("ssh") is None or os.geteuid() != 0:
+        pytest.skip("needs ssh and root (to run the server's commands as nobody)")
+    from ssh_server import SshServer
+
+    from test_serialio import PtyConsole
+
+    home = Path(tempfile.mkdtemp(prefix="kt-ssh-push-"))  # nobody cannot enter pytest's own
+    home.chmod(0o1777)
+    server = SshServer(tmp_path, {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "HOME": "/",
+                                  "TMPDIR": str(home)})
+    con = PtyConsole()
+    try:
+        opts = RunOptions(serial_url=con.path, push=True, ssh="root@127.0.0.1",
+                          ssh_options=server.options, payload_elf=built_payload, timeout=20,
+                          overall_timeout=120, out_dir=tmp_path / "out", quiet=True,
+                          command_line=["pytest", "ssh-push"])
+        with pytest.raises(KexectestError) as err:
+            run_session(opts)
+    finally:
+        con.close()
+        server.close()
+    try:
+        _check_ssh_push(err, home, tmp_path, built_payload, server)
+    finally:
+        shutil.rmtree(home)
+
+
+def _check_ssh_push(err, home, tmp_path, built_payload, server):
+    assert err.value.code == Exit.TARGET_COMMAND
+    assert "exit 15" in str(err.value) and "not root (euid 65534)" in str(err.value)
+    pushed = home / "kexectest-push-65534"
+    for name in (pack.AGENT_NAME, pack.PAYLOAD_NAME):
+        assert (pushed / name).is_file()
+    assert (pushed / pack.PAYLOAD_NAME).read_bytes() == built_payload.read_bytes()
+    run_dir = next(p for p in (tmp_path / "out").iterdir() if p.is_dir())
+    env = json.loads((run_dir / "environment.json").read_text())
+    assert env["mode"] == "ssh-push" and env["target_agent"] == "pushed"
+    assert any("kexectest-agent.py load kexec_test.elf" in c for c in server.commands)
