@@ -21,3 +21,14 @@ def built_payload(tmp_path_factory):
     from kexectest import payload
 
     return payload.build(tmp_path_factory.mktemp("payload") / "kexec_test.elf")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-corpus", action="store_true", default=False,
+                     help="rewrite tests/corpus/*.expected.json from what the analysis reports now "
+                          "(review the diff before committing it)")
+
+
+@pytest.fixture
+def update_corpus(request) -> bool:
+    return request.config.getoption("--update-corpus")

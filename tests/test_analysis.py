@@ -103,10 +103,14 @@ def test_every_trouble_pattern_is_seen_through_the_hint_filter():
         "hung-task": "[   1.000000] INFO: task kworker/0:1:12 blocked for more than 120 seconds.",
         "rcu-stall": "[   1.000000] rcu: INFO: rcu_sched detected stalls on CPUs/tasks:",
         "call-trace": "Call Trace:",
+        "hard-lockup": "[   1.000000] NMI watchdog: Watchdog detected hard LOCKUP on cpu 1",
+        "kdb": "Entering kdb (current=0xffff8882452fb6c0, pid 5646) on processor 1 Oops: (null)",
+        "xmon": "cpu 0x0: Vector: 300 (Data Access) at [c0000000fe3f8c0]",
+        "purgatory-digest": "sha256 digests do not match :(",
     }
-    assert set(samples) == {kind for kind, _fatal, _rx in TROUBLE}
+    assert set(samples) == {rule.kind for rule in TROUBLE}
     for kind, text in samples.items():
-        assert trouble_kind(text) == next((k, f) for k, f, _rx in TROUBLE if k == kind), text
+        assert trouble_kind(text) == next((r.kind, r.fatal) for r in TROUBLE if r.kind == kind), text
     assert trouble_kind("[   1.000000] usb 1-1: new high-speed USB device") is None
 
 
@@ -151,3 +155,39 @@ def test_edd_before_and_after_kexec_compared_field_by_field():
     diffs = analyze(split_all(changed.encode()), stop_reason="replay").to_dict()["before_after"]["differences"]
     assert "drive 81h mbr_signature: 12345678h before, 4B545331h after" in diffs
     assert "drive 81h sectors: 65536 before, 32768 after" in diffs
+
+
+def test_every_architectures_handoff_line():
+    """Each row of the hand-off table, as the kernel prints it (with and without timestamp and
+    prefix); lines that merely mention the words are not a hand-off."""
+    from kexectest.analysis.kernel import HANDOFF_RULES, is_handoff
+    samples = ["[   20.100000] kexec_core: Starting new kernel", "[   61.702112] Starting new kernel",
+               "[   61.712308] Bye!", "[   42.118011] Will call new kernel at 80200000 from hart id 0",
+               "[   42.118152] Bye...", "[   55.301610] kexec: Starting switchover sequence.",
+               "KTLOAD exec entry=0x2000c via=syscall"]
+    assert all(is_handoff(s) for s in samples)
+    assert {src for rx, src in HANDOFF_RULES} == {src for rx, src in HANDOFF_RULES
+                                                  if any(rx.search(s.split("] ")[-1]) for s in samples)}
+    for not_one in ("root@box:~# echo Bye!", "Bye!!", "[    1.0] systemd[1]: Starting new kernel modules...x"):
+        assert not is_handoff(not_one), not_one
+
+
+def test_live_state_reads_a_repeated_line_once():
+    """A banner the wire repeated is not the payload starting again (no reset, no early stop)."""
+    ls = LiveState()
+    seq = lines("[ 1.0] kexec_core: Starting new kernel", BANNER, BANNER, format_line("KT mode real"),
+                format_line("KT begin 008 base-mem int=12 ax=0000"))
+    assert [ls.feed(x) for x in seq] == [None] * 5 and ls.current == (8, "base-mem")
+    assert ls.feed(lines(BANNER)[0]) == "reset"  # the banner again later: a reset
+
+
+def test_one_list_of_verdicts_statuses_and_stop_reasons():
+    """The report schema's lists are the code's lists (errors.Verdict, model.StepStatus and
+    model.StopReason): one source of truth."""
+    from kexectest.analysis.model import STEP_STATUSES, STOP_REASONS, VERDICTS
+    from reportschema import schema
+    s = schema()
+    assert s["properties"]["verdict"]["enum"] == list(VERDICTS)
+    assert s["$defs"]["step"]["properties"]["status"]["enum"] == list(STEP_STATUSES)
+    assert s["properties"]["stop_reason"]["enum"] == list(STOP_REASONS)
+    assert s["properties"]["schema_version"]["const"] == analyze(lines(BANNER)).to_dict()["schema_version"]

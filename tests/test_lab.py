@@ -21,6 +21,7 @@ from kexectest.lab import image as li
 from kexectest.lab import qemu as lq
 from kexectest.lab.runner import Shape, guest_command, run_virtual
 from kexectest.trace import checksum
+from reportschema import assert_valid_report
 
 PROMPT = r"# $"
 
@@ -320,6 +321,7 @@ def _run(tmp_path, built_payload, lab_image, machine, **kw):
     result = run_virtual(machine, out_dir=tmp_path, payload=built_payload, image=lab_image,
                          quiet=True, accel="tcg", **kw)
     report = json.loads((result.bundle_dir / "report.json").read_text())
+    assert_valid_report(report)
     console = (result.bundle_dir / "console.log").read_text(errors="replace")
     assert (result.bundle_dir / "qemu.stderr").exists()
     return result, report, console

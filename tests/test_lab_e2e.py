@@ -25,6 +25,7 @@ from kexectest.lab import image as li
 from kexectest.lab import qemu as lq
 from kexectest.lab.runner import run_virtual
 from kexectest.capture.session import RunOptions, run_session
+from reportschema import assert_valid_report
 
 pytestmark = pytest.mark.qemu
 
@@ -58,6 +59,7 @@ def _virtual(tmp_path, built_payload, lab_image, machine, **kw):
     result = run_virtual(machine, out_dir=tmp_path, payload=built_payload, image=lab_image,
                          quiet=True, accel="tcg", **kw)
     report = json.loads((result.bundle_dir / "report.json").read_text())
+    assert_valid_report(report)
     console = (result.bundle_dir / "console.log").read_text(errors="replace")
     return result, report, console
 
@@ -96,6 +98,7 @@ def test_cli_run_against_a_lab_console(tmp_path, lab_image):
         for name in BUNDLE_FILES:
             assert name in members, (name, sorted(members))
         report = json.load(tf.extractfile(members["report.json"]))
+        assert_valid_report(report)
         summary = tf.extractfile(members["summary.md"]).read().decode()
         secret = lab_image.password.encode()
         for info in tf.getmembers():
@@ -144,6 +147,7 @@ def test_kernel_panic_before_handoff_is_died_before_handoff(tmp_path, lab_image)
                               "echo 1 > /proc/sys/kernel/sysrq; echo c > /proc/sysrq-trigger",
                               timeout=10.0)
     report = json.loads((result.bundle_dir / "report.json").read_text())
+    assert_valid_report(report)
     assert result.verdict == "died-before-handoff", report["summary"]
     assert result.exit_code == Exit.DIED_BEFORE_HANDOFF == 7
     fatal = [t for t in report["kernel_trouble"] if t["fatal"]]
@@ -165,6 +169,7 @@ def test_classic_kexec_test_as_baseline(tmp_path, lab_image):
         result = _lab_session(lab_image, q, tmp_path,
                               f"kexec -l /host{CLASSIC} --type=elf-x86 && kexec -e", timeout=5.0)
     report = json.loads((result.bundle_dir / "report.json").read_text())
+    assert_valid_report(report)
     console = (result.bundle_dir / "console.log").read_text(errors="replace")
     assert "kexec_test" in console and "Halting." in console
     assert report["source"] == "classic", report
@@ -208,6 +213,7 @@ def test_kernel_call_trace_before_handoff_is_quoted_even_when_the_payload_comple
                               "echo 1 > /proc/sys/kernel/sysrq; echo l > /proc/sysrq-trigger; "
                               "sleep 1; kexectest load --exec --yes", timeout=20.0)
     report = json.loads((result.bundle_dir / "report.json").read_text())
+    assert_valid_report(report)
     assert result.verdict == "completed", report["summary"]
     traces = [t for t in report["kernel_trouble"] if not t["fatal"]]
     assert traces, "the call trace before the hand-off was not reported"

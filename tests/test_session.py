@@ -18,6 +18,7 @@ import pytest
 from kexectest.errors import Exit
 from kexectest.capture.session import RunOptions, run_session
 from test_serialio import PtyConsole, TcpConsole, encode, paced_write, trace_lines
+from reportschema import assert_valid_report
 
 KEXECTEST = [sys.executable, "-m", "kexectest"]
 
@@ -38,6 +39,7 @@ def _bundle_ok(result, data: bytes | None = None):
     assert f"{d.name}/console.raw" in names and f"{d.name}/report.json" in names
     if data is not None:
         assert (d / "console.raw").read_bytes() == data
+    assert_valid_report(json.loads((d / "report.json").read_text()))
     return json.loads((d / "report.json").read_text()), json.loads(
         (d / "environment.json").read_text())
 

@@ -18,6 +18,7 @@ import pytest
 
 from kexectest.fleet import journal
 from kexectest.errors import Exit
+from reportschema import assert_valid_report
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "corpus"
@@ -162,6 +163,7 @@ def test_hardware_sweep(tmp_path, consoles):
     assert "Traceback" not in proc.stderr + proc.stdout
     for name in ("ok", "hangs", "steps-fail"):
         assert (out / m[name]["bundle"] / "report.json").exists()
+        assert_valid_report(json.loads((out / m[name]["bundle"] / "report.json").read_text()))
         assert (out / m[name]["bundle"]).is_relative_to(out / name)
     assert m["hangs"]["steps"] and any(st["status"] == "hung" for st in m["hangs"]["steps"])
     root = ET.parse(out / "junit.xml").getroot()

@@ -150,3 +150,13 @@ def test_html_in_headless_chromium(sweep_dir, tmp_path):
         assert f'data-machine="{name}" data-verdict="{verdict}"' in dom
     assert dom.count('data-status="hung"') == 2
     assert 'id="timing"' in dom and 'id="failures"' in dom
+
+
+def test_every_verdict_has_a_severity_and_every_status_a_colour():
+    """The sweep report ranks and colours every verdict and step status the analysis can give."""
+    from kexectest.analysis.model import StepStatus
+    from kexectest.errors import Verdict
+    from kexectest.fleet.sweep_report import SEVERITY, STATUS_CLASS
+
+    assert {v.value for v in Verdict} <= set(SEVERITY)
+    assert {s.value for s in StepStatus} <= set(STATUS_CLASS)

@@ -1,3 +1,4 @@
 """The analysis: Lines of one capture -> an Analysis (verdict, steps, hang, kernel trouble,
-findings, before/after, signature).  `analyze_capture` and `analyze_log` (replay.py) are the
-entries; decoders/ hold one decoder per BIOS call, by concern."""
+damage, findings, before/after, signature).  `analyze_capture`, `analyze_log` and
+`analyze_bytes` (replay.py) are the entries; core.py runs the stages (assemble, steps, handoff,
+location, verdict, timing); decoders/ hold one decoder per BIOS call, by concern."""

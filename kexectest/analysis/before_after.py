@@ -1,5 +1,8 @@
 """The running kernel's view before kexec (the KTSNAP snapshot) against the BIOS's answers after
-it: E820 map, base memory, each drive's EDD parameters."""
+it: E820 map, base memory, each drive's EDD parameters.
+
+Only whole evidence is compared: a snapshot with a damaged or missing line, or a step whose
+lines were damaged (`unknown`), could show a difference that is the wire's, not the firmware's."""
 
 from __future__ import annotations
 
@@ -17,9 +20,9 @@ def e820_type(t) -> int | None:
     if isinstance(t, int):
         return t
     s = str(t).strip().lower()
-    if s.isdigit():
+    if s.isdigit() and len(s) <= 10:  # an E820 type is 32 bits: no 4,000-digit number
         return int(s)
-    m = re.search(r"type (\d+)", s)
+    m = re.search(r"type (\d{1,10})\b", s)
     return _E820_NAMES.get(s, int(m[1]) if m else None)
 
 
@@ -43,10 +46,15 @@ def before_after(snap: dict | None, e820: list[dict], steps: list[dict]) -> dict
     """The kernel's view before kexec against the payload's answers after it."""
     if not snap:
         return {"available": False, "differences": []}
+    if snap.get("bad_lines") or snap.get("complete") is False:
+        return {"available": False, "differences": [],
+                "note": f"the snapshot before kexec is not whole ({snap.get('bad_lines') or 0} "
+                        "damaged lines, or lines missing): nothing is compared"}
     diffs: list[str] = []
     out: dict = {"available": True, "differences": diffs}
     by_id = {s["id"]: s for s in steps}
     done = lambda sid: by_id.get(sid, {}).get("status") in ("ok", "error")  # noqa: E731
+    answer = lambda sid: by_id[sid].get("result", {}) if done(sid) else {}  # noqa: E731
     src = "e820" if snap.get("e820") else "memmap"
     before = [(x["start"], x["end"], e820_type(x.get("type"))) for x in snap.get(src) or []]
     if before and e820 and done("e820"):
@@ -60,21 +68,27 @@ def before_after(snap: dict | None, e820: list[dict], steps: list[dict]) -> dict
         for r in only_a:
             diffs.append(f"E820 after only: {_rng(r)['text']}")
     kib = snap.get("basemem_kib")
-    base = by_id.get("base-mem", {}).get("result", {}).get("kib")
+    base = answer("base-mem").get("kib")
     if kib is not None and base is not None:
         out["base_memory"] = {"before_kib": kib, "after_kib": base, "same": kib == base}
         if kib != base:
             diffs.append(f"base memory: {kib} KiB before, {base} KiB after")
+    _drives(snap, answer, done, out, diffs)
+    return out
+
+
+def _drives(snap: dict, answer, done, out: dict, diffs: list[str]) -> None:
+    """Each drive the kernel's EDD saw at boot against the BIOS's int 13h answers after kexec."""
     edd_b = {re.sub(r".*?([0-9a-fA-F]{2})$", r"\1", k).upper(): v for k, v in (snap.get("edd") or {}).items()}
-    drives_after = by_id.get("edd-check", {}).get("result", {}).get("drives", {})
-    params = by_id.get("edd-params", {}).get("result", {}).get("drives", {})
+    drives_after = answer("edd-check").get("drives", {})
+    params = answer("edd-params").get("drives", {})
     if (edd_b or drives_after) and done("edd-check"):
         out["drives"] = {"before": sorted(edd_b), "after": sorted(drives_after)}
         if sorted(edd_b) != sorted(drives_after) and edd_b:
             diffs.append(f"BIOS drives: {', '.join(sorted(edd_b)) or 'none'} before, "
                          f"{', '.join(sorted(drives_after)) or 'none'} after")
-        reads = by_id.get("read-chs", {}).get("result", {}).get("drives", {})
-        legacy = by_id.get("disk-geometry", {}).get("result", {}).get("drives", {})
+        reads = answer("read-chs").get("drives", {})
+        legacy = answer("disk-geometry").get("drives", {})
         compared = out["drives"]["compared"] = {}
         for dr, info in sorted(edd_b.items()):
             if not isinstance(info, dict):
@@ -98,15 +112,17 @@ def before_after(snap: dict | None, e820: list[dict], steps: list[dict]) -> dict
                 if bv != av:
                     shown = (f"{bv:08X}h", f"{av:08X}h") if k == "mbr_signature" else (bv, av)
                     diffs.append(f"drive {dr}h {k}: {shown[0]} before, {shown[1]} after")
-    return out
 
 
 def _num(v, base: int = 0) -> int | None:
     """An int from a snapshot or decoder value ("32768", "0x4b545330", 32768); None if absent."""
     if isinstance(v, int):
         return v
+    text = str(v).strip()
+    if len(text) > 24:  # no 64-bit value is longer: a damaged or hostile field
+        return None
     try:
-        return int(str(v).strip(), base)
+        return int(text, base)
     except (TypeError, ValueError):
         return None
 

@@ -107,10 +107,10 @@ def for_payload(payload: "PayloadImage | Path | str | None") -> Catalog:
     """The catalogue of a payload ELF (an image or its path); the default one for None."""
     from ..payload.image import PayloadImage
 
-    if payload is None:
-        return default()
-    if not isinstance(payload, PayloadImage):
+    if isinstance(payload, (str, Path)):
         payload = PayloadImage.open(payload)
+    if not isinstance(payload, PayloadImage):
+        return default()  # None, or an object that only lists the steps' names
     return from_image(payload)
 
 

@@ -4,12 +4,15 @@ payload finished or the machine reset; it decides when a capture may stop."""
 from __future__ import annotations
 
 from ..trace import Line
-from .kernel import HANDOFF, RESET_BANNERS
+from .kernel import RESET_BANNERS, is_handoff
 
 
 class LiveState:
     """Fed every Line as it arrives; knows the current step, steps done, whether the payload
-    finished, and whether a reset was seen.  Used by the capture loop to decide when to stop."""
+    finished, and whether a reset was seen.  Used by the capture loop to decide when to stop.
+
+    A payload line repeated on the wire (the same text twice in a row) is read once: a
+    duplicated banner is not the payload starting again."""
 
     def __init__(self) -> None:
         self.current: tuple[int, str] | None = None
@@ -22,13 +25,14 @@ class LiveState:
         self.awaiting_chain = False
         self.chain_line: str | None = None
         self._ended: set[int] = set()
+        self._last_record_text: str | None = None
 
     def feed(self, line: Line) -> str | None:
         rec = line.record
         if rec is None:
             text = line.text
             if not self.payload_started:
-                if not self.handoff_seen and any(h in text for h in HANDOFF):
+                if not self.handoff_seen and is_handoff(text):
                     self.handoff_seen = True
                 elif self.handoff_seen and any(b in text for b in RESET_BANNERS):
                     self.reset_line = text
@@ -39,6 +43,9 @@ class LiveState:
             elif self.awaiting_chain and any(b in text for b in RESET_BANNERS):
                 return self._chained(text)  # int 19h booted the firmware's next device
             return None
+        if line.text == self._last_record_text:
+            return None  # the same line twice: the wire repeated it
+        self._last_record_text = line.text
         kind = rec.kind
         if kind == "boot" or (kind == "banner" and self.awaiting_chain):
             return self._chained(line.text)

@@ -6,8 +6,11 @@ from __future__ import annotations
 import hashlib
 import re
 
-from .kernel import strip_ts
+from .kernel import stops, strip_ts
 from .model import Analysis
+
+_NAMED = ("hung", "reset", "interrupted")  # verdicts whose location is part of what they say
+_KERNEL = ("died-before-handoff", "died-in-handoff")
 
 
 def _norm(s: str) -> str:
@@ -23,7 +26,7 @@ def signature(a: Analysis, snap: dict | None) -> dict:
     parts = [a.verdict]
     title = a.verdict
     loc = a.hang or a.reset
-    if loc and loc.get("step"):
+    if loc and loc.get("step") and a.verdict in _NAMED and loc.get("definite", True):
         fn = loc.get("call") or ""
         parts += [loc["step"], fn]
         title += f" in {loc['step']}" + (f" ({fn})" if fn else "")
@@ -31,9 +34,11 @@ def signature(a: Analysis, snap: dict | None) -> dict:
         bad = sorted(s["id"] for s in a.steps if s["status"] == "error")
         parts += bad
         title += ": " + ", ".join(bad[:6]) + (" ..." if len(bad) > 6 else "")
-    if a.verdict == "died-before-handoff":
-        fatal = [t for t in a.kernel_trouble if t["fatal"]]
-        t = _norm(fatal[0]["title"]) if fatal else "no hand-off"
+    if a.verdict in _KERNEL:
+        phase = "handoff" if a.verdict == "died-in-handoff" else "before-handoff"
+        stopping = [t for t in a.kernel_trouble if t["phase"] == phase and stops(t["kind"])]
+        blocks = [t for t in stopping if t["fatal"]] or stopping
+        t = _norm(blocks[0]["title"]) if blocks else "no hand-off"
         parts.append(t)
         title += f": {t}"
     parts.append(fw)

@@ -28,11 +28,12 @@ from .capture import LOG_NAME, Capture, read_log
 from .follower import Follower
 from .transport import SerialSettings, open_port
 
-# capture stop reason -> analysis stop_reason
+# capture stop reason -> analysis stop_reason (analysis/model.py StopReason): a time limit cuts
+# a capture short (no measured hang); a stage or trigger failure is an infrastructure error
 _ANALYSIS_REASON = {"final": "final", "reset": "reset", "timeout": "timeout",
-                    "max-time": "timeout", "eof": "eof", "lost": "lost",
-                    "interrupted": "interrupted", "command-failed": "interrupted",
-                    "stage-failed": "interrupted"}
+                    "max-time": "max-time", "eof": "eof", "lost": "lost",
+                    "interrupted": "interrupted", "command-failed": "command-failed",
+                    "stage-failed": "stage-failed"}
 
 
 @dataclass(kw_only=True)

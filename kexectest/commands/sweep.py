@@ -23,6 +23,7 @@ from ..lab.qemu import kill_all
 
 _STYLE = {"completed": "green", "failed-steps": "yellow", "hung": "red", "reset": "magenta",
           "no-output": "bright_black", "garbled": "yellow", "died-before-handoff": "red",
+          "died-in-handoff": "red", "infrastructure-error": "bright_black",
           "interrupted": "bright_black", "error": "red"}
 
 

@@ -21,9 +21,12 @@ from ..fsutil import write_atomic
 
 FORMAT = "kexectest-sweep/1"
 # worst last: the sweep's exit code is the code of its worst machine
+# every verdict (errors.Verdict) plus the sweep's own "error", least to most severe;
+# tests/test_sweep_report.py checks that none is missing
 SEVERITY = ["completed", "failed-steps", "no-output", "garbled", "reset", "hung",
-            "died-before-handoff", "error", "interrupted"]
-STATUS_CLASS = {"ok": "ok", "error": "err", "hung": "hung", "skipped": "skip",
+            "died-before-handoff", "died-in-handoff", "infrastructure-error", "error",
+            "interrupted"]
+STATUS_CLASS = {"ok": "ok", "error": "err", "hung": "hung", "unknown": "unk", "skipped": "skip",
                 "not-reached": "nr"}
 _KEEP_STEP = ("index", "id", "title", "int", "function", "status", "result")
 
@@ -198,10 +201,12 @@ table.matrix th.s{writing-mode:vertical-rl;transform:rotate(180deg);font-weight:
   font-size:11px;padding:3px 0;white-space:nowrap}
 .ok{background:#4caf50}.err{background:#ff9800}.hung{background:#e53935}.skip{background:#bbb}
 .nr{background:#eee}.none{background:#fff}
+.unk{background:repeating-linear-gradient(45deg,#bbb 0 3px,#fff 3px 6px)}
 .v{padding:1px 6px;border-radius:3px;color:#fff;white-space:nowrap}
 .v-completed{background:#2e7d32}.v-failed-steps{background:#ef6c00}.v-hung{background:#c62828}
 .v-reset{background:#6a1b9a}.v-no-output{background:#455a64}.v-garbled{background:#795548}
-.v-died-before-handoff{background:#b71c1c}.v-interrupted{background:#757575}
+.v-died-before-handoff{background:#b71c1c}.v-died-in-handoff{background:#880e4f}
+.v-infrastructure-error{background:#546e7a}.v-interrupted{background:#757575}
 .v-error{background:#37474f}
 .new{background:#ffebee}.fixed{background:#e8f5e9}
 code{font-size:12px} .small{font-size:12px;color:#555}

@@ -10,11 +10,27 @@ import json
 import shlex
 from pathlib import Path
 
+from rich.markup import escape
+
 from .. import __version__
 from ..fsutil import write_atomic
 from ..analysis.model import Analysis
+from ..fsutil import write_atomic
 
-_MARK = {"ok": "ok", "error": "ERROR", "hung": "HUNG", "skipped": "skipped", "not-reached": "-"}
+_MARK = {"ok": "ok", "error": "ERROR", "hung": "HUNG", "skipped": "skipped", "not-reached": "-",
+         "unknown": "UNKNOWN"}
+_COLOUR = {"ok": "green", "error": "yellow", "hung": "bold red", "skipped": "dim", "not-reached": "dim",
+           "unknown": "magenta"}
+_QUOTED = ("no-output", "garbled", "died-before-handoff", "died-in-handoff", "infrastructure-error",
+           "interrupted")
+_PHASES = {"before-handoff": "Kernel trouble before the hand-off",
+           "handoff": "Kernel trouble during the hand-off (after its hand-off line, before any payload line)",
+           "after-payload": "Kernel trouble after the payload"}
+_STOPS = {"timeout": "silence timeout (measured on the live console)", "eof": "console lost (end of stream)",
+          "lost": "console lost (connection broke)", "max-time": "overall time limit (cut short)",
+          "interrupted": "interrupted (Ctrl-C)", "replay": "a saved log, replayed",
+          "stage-failed": "a stage failed before the test ran", "final": "the payload's done line",
+          "reset": "a reset", "command-failed": "the trigger command failed"}
 
 
 def write_report_json(analysis: Analysis, path: Path | str) -> Path:
@@ -63,19 +79,31 @@ def render_summary_md(analysis: Analysis, environment: dict | None = None) -> st
         out += [f"- step: `{num}` `{loc['step']}` ({loc.get('title')}), {loc.get('call')}"]
         if loc.get("note"):
             out.append(f"- note: {loc['note']}")
-        if loc.get("silence_s") is not None:
+        if loc.get("silence_s") is not None and loc.get("measured", True):
             out.append(f"- silence: {loc['silence_s']:.1f} s")
-    if d["hang"] or d["reset"] or d["verdict"] in ("no-output", "garbled", "died-before-handoff"):
+        elif loc.get("silence_s") is not None:
+            out.append(f"- the capture ended {loc['silence_s']:.1f} s after the last byte "
+                       "(not a measured silence)")
+        if loc.get("definite") is False:
+            out.append("- not definite: the intact trace does not pin the stop here")
+    if d["stop_reason"] in _STOPS:
+        out.append(f"- capture ended by: {_STOPS[d['stop_reason']]}")
+    if d["hang"] or d["reset"] or d["verdict"] in _QUOTED:
         ctx = analysis.context(before=12, after=0) if not d["reset"] else \
             analysis.context(d["reset"].get("line_index"), before=10, after=1)
         if ctx:
             out += ["", "Last lines:", "", "```", *ctx, "```"]
     for h in d.get("hints") or []:
         out.append(f"- hint: {h}")
-    if d["kernel_trouble"]:
-        out += ["", "### Kernel trouble before the hand-off", ""]
-        for t in d["kernel_trouble"]:
+    for phase, heading in _PHASES.items():
+        blocks = [t for t in d["kernel_trouble"] if t.get("phase", "before-handoff") == phase]
+        if blocks:
+            out += ["", f"### {heading}", ""]
+        for t in blocks:
             out += [f"{t['kind']}{' (fatal)' if t['fatal'] else ''}: {t['title']}", "", "```", *t["block"], "```", ""]
+    if d["handoff"].get("purgatory"):
+        out += ["", "### kexec-tools purgatory on the console", "", "```", *d["handoff"]["purgatory"], "```"]
+    out += _damage_section(d)
     if d["findings"]:
         out += ["", "### Machine state at entry", ""] + [f"- {f['text']}" for f in d["findings"]]
     if d["steps"]:
@@ -83,6 +111,10 @@ def render_summary_md(analysis: Analysis, environment: dict | None = None) -> st
         bad = [s for s in d["steps"] if s["status"] in ("error", "hung")]
         if bad:
             out += ["", "### Steps that failed", ""] + _step_table(bad)
+        unknown = [s for s in d["steps"] if s["status"] == "unknown"]
+        if unknown:
+            out += ["", f"### Steps the trace cannot tell ({len(unknown)} unknown: damaged or lost lines)", ""]
+            out += _step_table(unknown[:20]) + (["", f"... and {len(unknown) - 20} more"] if len(unknown) > 20 else [])
         counts = {}
         for s in d["steps"]:
             counts[s["status"]] = counts.get(s["status"], 0) + 1
@@ -112,8 +144,6 @@ def render_summary_md(analysis: Analysis, environment: dict | None = None) -> st
                + (f", sha256 {env['payload_sha256']}" if env.get("payload_sha256") else ""))
     out.append(f"- kexectest {__version__}; trace source: {d['source']}")
     out.append(f"- signature: `{d['signature'].get('id')}` {d['signature'].get('title')}")
-    if d["garbled"].get("bad_checksum_lines"):
-        out.append(f"- damaged payload lines (bad checksum): {d['garbled']['bad_checksum_lines']}")
     t = d["timing"]
     if t.get("payload_s") is not None:
         out.append(f"- payload trace: {t['payload_bytes']} bytes in {t['payload_s']:.3f} s "
@@ -123,6 +153,26 @@ def render_summary_md(analysis: Analysis, environment: dict | None = None) -> st
     if command:
         out += ["", "Command:", "", "```", command, "```"]
     return "\n".join(out) + "\n"
+
+
+def _damage_section(d: dict) -> list[str]:
+    """How much of the evidence was damaged, and the first damaged lines, quoted."""
+    g = d.get("damage") or {}
+    if not (g.get("lines") or g.get("gaps") or g.get("unknown_steps")):
+        return []
+    kinds = ", ".join(f"{g[k]} {k.replace('_', ' ')}" for k in ("bad_checksum", "malformed", "unparsed",
+                                                                "noise", "scrubbed") if g.get(k))
+    out = ["", "### Damaged evidence (never read as the firmware's answer)", "",
+           f"- damaged lines: {g.get('lines', 0)}" + (f" ({kinds})" if kinds else ""),
+           f"- breaks in the step sequence (where a line was lost or damaged): {g.get('gaps', 0)}",
+           f"- steps unknown: {g.get('unknown_steps', 0)}"]
+    if g.get("duplicated"):
+        out.append(f"- lines repeated by the wire (read once): {g['duplicated']}")
+    if g.get("trailing"):
+        out.append("- the trace ends in damaged lines: where it stopped is unknown")
+    if g.get("quoted"):
+        out += ["", "```", *g["quoted"], "```"]
+    return out
 
 
 def _step_table(steps: list[dict]) -> list[str]:
@@ -178,34 +228,43 @@ def _run_section(env: dict) -> list[str]:
 
 
 def render_terminal(analysis: Analysis, console, *, all_steps: bool = False) -> None:
-    """The one-line verdict and a table of steps, on a rich Console."""
+    """The one-line verdict and a table of steps, on a rich Console.  Everything the trace
+    carries is escaped: a quoted line is text, never rich markup."""
     from rich.table import Table
 
     d = analysis.to_dict()
-    style = {"completed": "green", "failed-steps": "yellow"}.get(d["verdict"], "red")
+    style = {"completed": "green", "failed-steps": "yellow", "garbled": "magenta",
+             "interrupted": "magenta"}.get(d["verdict"], "red")
     head = d["summary"] if d["summary"].startswith(d["verdict"]) else f"{d['verdict']}: {d['summary']}"
-    console.print(f"[bold {style}]{head}[/]", highlight=False)
+    console.print(f"[bold {style}]{escape(head)}[/]", highlight=False)
     for t in d["kernel_trouble"]:
-        console.print(f"[yellow]kernel {t['kind']}[/] before hand-off: {t['title']}", highlight=False)
+        when = "during hand-off" if t.get("phase") == "handoff" else "before hand-off"
+        console.print(f"[yellow]kernel {escape(t['kind'])}[/] {when}: {escape(t['title'])}", highlight=False)
+    for line in d["handoff"].get("purgatory") or []:
+        console.print(f"[yellow]purgatory:[/] {escape(line)}", highlight=False)
+    g = d.get("damage") or {}
+    if g.get("lines") or g.get("gaps"):
+        console.print(f"[magenta]damage:[/] {g.get('lines', 0)} damaged lines, {g.get('gaps', 0)} gaps, "
+                      f"{g.get('unknown_steps', 0)} steps unknown"
+                      + ("; the trace ends in damaged lines" if g.get("trailing") else ""), highlight=False)
     for f in d["findings"]:
-        console.print(f"[yellow]state:[/] {f['text']}", highlight=False)
+        console.print(f"[yellow]state:[/] {escape(f['text'])}", highlight=False)
     for x in d["before_after"].get("differences", []):
-        console.print(f"[yellow]before/after:[/] {x}", highlight=False)
+        console.print(f"[yellow]before/after:[/] {escape(x)}", highlight=False)
     for h in d.get("hints") or []:
-        console.print(f"hint: {h}", highlight=False)
+        console.print(f"hint: {escape(h)}", highlight=False)
     if not d["steps"]:
         return
     table = Table(box=None, pad_edge=False)
     for col, w in (("#", 3), ("step", 16), ("call", 16), ("status", 11)):
         table.add_column(col, no_wrap=True, min_width=w)
     table.add_column("result", no_wrap=True, overflow="ellipsis")
-    colour = {"ok": "green", "error": "yellow", "hung": "bold red", "skipped": "dim", "not-reached": "dim"}
     shown = 0
     for s in d["steps"]:
         if not all_steps and s["status"] == "not-reached" and shown and d["verdict"] != "completed":
             continue
         shown += 1
-        c = colour.get(s["status"], "")
-        table.add_row(f"{s['index']:03d}", s["id"], s.get("call", ""), f"[{c}]{s['status']}[/]",
-                      short_result(s, 60))
+        c = _COLOUR.get(s["status"], "white")
+        table.add_row(f"{s['index']:03d}", escape(s["id"]), escape(s.get("call", "")),
+                      f"[{c}]{escape(s['status'])}[/]", escape(short_result(s, 60)))
     console.print(table)

@@ -3,8 +3,10 @@
 Each log is a console capture as the collector sees it; checksums are computed with
 kexectest.trace.format_line, so a log is exactly what a payload would print.  The steps, their
 numbers, interrupts and functions come from the payload ELF (built from payloads/ as
-`kexectest build` does), the one step table.  Real captured logs sit beside these (their names
-start with "real-").  `--check` writes nothing and lists the logs whose bytes would change.
+`kexectest build` does), the one step table.  Expected files are golden files
+(tests/test_corpus.py): a new log gets a note, `pytest --update-corpus` fills it in.  Real
+captured logs sit beside these (their names start with "real-").  `--check` writes nothing
+and lists the logs whose bytes would change.
 """
 
 from __future__ import annotations
@@ -226,6 +228,8 @@ def snapshot_lines() -> list[str]:
 
 
 def write(name: str, text: str | bytes, expected: dict) -> None:
+    """The log; its golden file is made by `pytest tests/test_corpus.py --update-corpus` (and
+    reviewed), so a new log gets only a note saying what it is meant to show."""
     data = text if isinstance(text, bytes) else text.encode()
     if CHECK is not None:
         log = HERE / f"{name}.log"
@@ -233,7 +237,11 @@ def write(name: str, text: str | bytes, expected: dict) -> None:
             CHECK.append(log.name)
         return
     (OUT / f"{name}.log").write_bytes(data)
-    (OUT / f"{name}.expected.json").write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
+    golden = OUT / f"{name}.expected.json"
+    if not golden.exists():
+        intent = ", ".join(f"{k}={v}" for k, v in sorted(expected.items()) if k != "note")
+        note = expected.get("note", f"hand-made by tests/corpus/make.py, meant to show: {intent}")
+        golden.write_text(json.dumps({"note": note}, indent=1) + "\n")
 
 
 def crlf(lines: list[str]) -> str:
