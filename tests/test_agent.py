@@ -80,7 +80,8 @@ def elf(tmp_path_factory) -> Path:
 
 def run(argv, **kw) -> subprocess.CompletedProcess:
     kw.setdefault("timeout", 120)
-    return subprocess.run(list(map(str, argv)), capture_output=True, text=True, cwd="/", **kw)
+    kw.setdefault("cwd", "/")
+    return subprocess.run(list(map(str, argv)), capture_output=True, text=True, **kw)
 
 
 def as_nobody(argv) -> subprocess.CompletedProcess:
@@ -337,3 +338,48 @@ def test_damaged_elf_is_one_line(built_payload, cut, flips):
         assert str(exc).startswith("damaged.elf: ")
         return
     img.checks()  # a reading that survived is judged by the same rules, without error
+
+
+# ---------------------------------------------------------------- kexectest pack
+
+
+def test_pack_writes_a_directory_that_runs(tmp_path):
+    """`kexectest pack -o DIR --hang-at e820`: the files, their sums, the payload patched; the
+    runner checks the copy, then runs an agent (as nobody here: the refusal line)."""
+    out = Path(tempfile.mkdtemp(prefix="kt-pack-"))
+    out.chmod(0o755)
+    try:
+        proc = run(kexectest_cli("pack", "-o", out / "p", "--hang-at", "e820"),
+                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert proc.returncode == 0, proc.stderr
+        d = out / "p"
+        names = sorted(p.name for p in d.iterdir())
+        assert names == sorted([pack.AGENT_NAME, pack.SHELL_AGENT_NAME, pack.PAYLOAD_NAME,
+                                pack.RUNNER_NAME, pack.SUMS_NAME])
+        img = pl.PayloadImage.open(d / pack.PAYLOAD_NAME)
+        assert img.config.hang_step == img.step_index("e820")
+        check = run(["sha256sum", "-c", pack.SUMS_NAME], cwd=d)
+        assert check.returncode == 0, check.stdout
+        d.chmod(0o755)
+        ran = as_nobody(["sh", d / pack.RUNNER_NAME])
+        assert ran.returncode == Exit.KEXEC_REFUSED, ran.stderr
+        assert ran.stderr.splitlines() == [
+            "kexectest: error: not root (euid 65534): kexec needs CAP_SYS_BOOT; run as root"]
+        assert ran.stdout.startswith("KTSNAP begin v=1 ")
+        with open(d / pack.PAYLOAD_NAME, "r+b") as f:  # a copy damaged on the way
+            f.seek(5000)
+            f.write(b"\xff")
+        ran = as_nobody(["sh", d / pack.RUNNER_NAME])
+        assert ran.returncode == Exit.BAD_INPUT and "KTSNAP" not in ran.stdout
+        assert ran.stderr.strip() == ("kexectest: error: the copied files fail SHA256SUMS: copy "
+                                      "them again")
+    finally:
+        shutil.rmtree(out)
+
+
+def test_pack_refuses_a_bad_option_in_one_line(tmp_path):
+    proc = run(kexectest_cli("pack", "-o", tmp_path / "p", "--hang-at", "nope"),
+               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == Exit.UNKNOWN_STEP
+    assert proc.stderr.startswith("kexectest: error: unknown step 'nope'")
+    assert not (tmp_path / "p" / pack.AGENT_NAME).exists()

@@ -185,7 +185,7 @@ def runner_source() -> str:
         "# root.  It ends the running system: the payload starts (extra arguments go to the\n"
         "# agent's `load`, e.g. --via kexec-tools).\n"
         'cd "$(dirname "$0")" && { ! command -v sha256sum >/dev/null || sha256sum -c '
-        f"{SUMS_NAME} >/dev/null || {{ echo 'kexectest: error: the copied files fail "
+        f"{SUMS_NAME} >/dev/null 2>&1 || {{ echo 'kexectest: error: the copied files fail "
         f"{SUMS_NAME}: copy them again' >&2; exit 10; }}; }} && for py in {pythons}; do "
         "\"$py\" -c 'import sys; sys.exit(sys.version_info < (3, 6))' 2>/dev/null && exec "
         f"\"$py\" -S -E {AGENT_NAME} load {PAYLOAD_NAME} --exec --yes \"$@\"; done; exec sh "
