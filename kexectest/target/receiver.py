@@ -81,8 +81,8 @@ name=''; n=0; next=0; nag=0
 say() { echo "$m $*"; }
 ack() { say "$1" "$2" $((@SALT@ - $2)); }
 good() {
-    c=$(printf '%s' "$2" | $CH)
-    c=${c%% *}
+    printf '%s' "$2" | $CH >"$d/.hash" || fail
+    read -r c _ <"$d/.hash"
     [ "${c%"${c#@HASHQ@}"}" = "$1" ]
 }
 fail() {

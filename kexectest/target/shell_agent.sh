@@ -92,7 +92,23 @@ nearest_pci() {
 # -- formatting: values as snapshot.quote, lines as snapshot._line
 
 hexval() {  # hexval NUMBER [DIGITS]: H = 0x..., lower case, at least DIGITS digits
-    H=$(printf "0x%0${2:-1}x" "$1")
+    # shell arithmetic rather than $(printf): no process per value (a fork is dear on a slow
+    # machine, and a snapshot has a hundred values)
+    _hx=$(($1))
+    if [ "$_hx" -lt 0 ]; then  # 2^63 and above: beyond the shell's arithmetic
+        H=$(printf "0x%0${2:-1}x" "$1")
+        return
+    fi
+    H=''
+    while [ "$_hx" -gt 0 ]; do
+        case $((_hx % 16)) in
+            10) H=a$H ;; 11) H=b$H ;; 12) H=c$H ;; 13) H=d$H ;; 14) H=e$H ;; 15) H=f$H ;;
+            *) H=$((_hx % 16))$H ;;
+        esac
+        _hx=$((_hx / 16))
+    done
+    while [ ${#H} -lt "${2:-1}" ]; do H=0$H; done
+    H=0x$H
 }
 
 quote() {  # Q = the value as printed: bare when safe, else "double-quoted"
@@ -138,18 +154,18 @@ quote() {  # Q = the value as printed: bare when safe, else "double-quoted"
                 }')
             ;;
         *)
-            _s=$1
+            _qs=$1
             Q=''
             while :; do
-                case $_s in
+                case $_qs in
                     *[\"\\]*)
-                        _pre=${_s%%[\"\\]*}
-                        _rest=${_s#"$_pre"}
-                        _c=${_rest%"${_rest#?}"}
-                        Q="$Q$_pre\\$_c"
-                        _s=${_rest#?}
+                        _qpre=${_qs%%[\"\\]*}
+                        _qrest=${_qs#"$_qpre"}
+                        _qc=${_qrest%"${_qrest#?}"}
+                        Q="$Q$_qpre\\$_qc"
+                        _qs=${_qrest#?}
                         ;;
-                    *) Q=$Q$_s; break ;;
+                    *) Q=$Q$_qs; break ;;
                 esac
             done
             Q="\"$Q\""
@@ -582,7 +598,8 @@ payload_facts() {  # ENTRY, NSEG (PT_LOAD headers) and the payload's id, as the 
                         _k=0
                         while [ "$_k" -lt "$_descsz" ]; do
                             eval "_byte=\${$((_desc + _k + 1))}"
-                            PAYLOAD_ID=$PAYLOAD_ID$(printf '%02x' "$_byte")
+                            hexval "$_byte" 2
+                            PAYLOAD_ID=$PAYLOAD_ID${H#0x}
                             _k=$((_k + 1))
                         done
                     fi
