@@ -22,10 +22,11 @@ from pathlib import Path
 import pexpect
 
 from ..errors import Exit, KexectestError
+from ..payload.options import config_argv, config_kwargs
 from ..target import pack, receiver
 from ..target.load import prepare
 from ..target.shell import AGENT_NAME as SHELL_AGENT_NAME
-from ..payload.options import config_argv, config_kwargs
+from .transport import SerialLost
 
 WINDOW_BYTES = 3072  # unacknowledged bytes on the wire at most (the target's tty holds 4 KiB)
 REPLY_TIMEOUT_S = 8.0  # no reply for this long while chunks are out: send again from the first
@@ -175,10 +176,8 @@ class ConsolePush:
         self.stats.wire_bytes += len(data)
         try:
             self.spawn.send(data)
-        except Exception as exc:
-            if type(exc).__name__ == "SerialLost":
-                raise KexectestError(f"console lost during the push: {exc}", Exit.SERIAL) from None
-            raise
+        except SerialLost as exc:
+            raise KexectestError(f"console lost during the push: {exc}", Exit.SERIAL) from None
 
     def _line(self, text: str) -> None:
         self._send(text + "\n")

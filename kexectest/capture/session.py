@@ -8,6 +8,7 @@ bug report.
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import socket
 import sys
@@ -127,7 +128,7 @@ def run_session(opts: RunOptions, console: Console | None = None) -> SessionResu
     if opts.push and opts.payload_elf is None:
         from ..payload.build import ensure_built  # the pushed payload: the built one
 
-        opts.payload_elf = ensure_built()
+        opts = dataclasses.replace(opts, payload_elf=ensure_built())
     payload = _load_payload(opts.payload_elf)
     settings = SerialSettings(opts.serial_url, opts.baud, opts.parity, opts.rtscts,
                               opts.xonxoff)
