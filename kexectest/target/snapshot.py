@@ -14,7 +14,6 @@ import platform
 import re
 import subprocess
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
 
 from ..trace import checksum
 
@@ -42,14 +41,14 @@ _ESC_RE = re.compile(r'\\(x[0-9a-fA-F]{2}|.)')
 # collecting (on the machine under test)
 
 
-def _read(path: Path) -> Optional[str]:
+def _read(path: Path) -> "str | None":
     try:
         return path.read_text(errors="replace").strip()
     except OSError:
         return None
 
 
-def read_memmap(root: Path = Path("/sys/firmware/memmap")) -> List[dict]:
+def read_memmap(root: Path = Path("/sys/firmware/memmap")) -> "list[dict]":
     """The firmware map as the kernel kept it at boot (CONFIG_FIRMWARE_MEMMAP)."""
     out = []
     try:
@@ -67,7 +66,7 @@ def read_memmap(root: Path = Path("/sys/firmware/memmap")) -> List[dict]:
     return out
 
 
-def _kmsg_messages(limit: int = 200_000) -> Optional[List[str]]:
+def _kmsg_messages(limit: int = 200_000) -> "list[str] | None":
     """Every record still in the kernel log via /dev/kmsg (non-blocking), or None."""
     try:
         fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
@@ -93,7 +92,7 @@ def _kmsg_messages(limit: int = 200_000) -> Optional[List[str]]:
     return msgs
 
 
-def read_e820() -> Tuple[List[dict], str]:
+def read_e820() -> "tuple[list[dict], str]":
     """The boot-time BIOS-e820 lines from the kernel log: (entries, source)."""
     msgs, source = _kmsg_messages(), "kmsg"
     if msgs is None:
@@ -113,9 +112,9 @@ def read_e820() -> Tuple[List[dict], str]:
     return out, source
 
 
-def read_edd(root: Path = Path("/sys/firmware/edd")) -> Dict[str, Dict[str, str]]:
+def read_edd(root: Path = Path("/sys/firmware/edd")) -> "dict[str, dict[str, str]]":
     """int13_devXX attributes the kernel got from the BIOS at boot (CONFIG_EDD)."""
-    out = {}  # type: Dict[str, Dict[str, str]]
+    out = {}
     try:
         devs = sorted(d for d in root.iterdir() if d.name.startswith("int13_dev"))
     except OSError:
@@ -134,12 +133,12 @@ def read_edd(root: Path = Path("/sys/firmware/edd")) -> Dict[str, Dict[str, str]
     return out
 
 
-def read_dmi(root: Path = Path("/sys/class/dmi/id")) -> Dict[str, str]:
+def read_dmi(root: Path = Path("/sys/class/dmi/id")) -> "dict[str, str]":
     values = ((k, _read(root / k)) for k in DMI_KEYS)
     return {k: v for k, v in values if v is not None}
 
 
-def _link_name(path: Path) -> Optional[str]:
+def _link_name(path: Path) -> "str | None":
     """The name of what a sysfs symlink points to (a driver, module or device), resolved, so
     `../..`-style targets name their directory too; None when there is no such link."""
     try:
@@ -150,7 +149,7 @@ def _link_name(path: Path) -> Optional[str]:
         return None
 
 
-def _config_word(dev: Path, offset: int) -> Optional[int]:
+def _config_word(dev: Path, offset: int) -> "int | None":
     """A 16-bit word of a function's configuration space (the first 64 bytes are readable by
     anyone; root reads it all)."""
     try:
@@ -162,7 +161,7 @@ def _config_word(dev: Path, offset: int) -> Optional[int]:
     return int.from_bytes(b, "little") if len(b) == 2 else None
 
 
-def read_pci(root: Path = Path("/sys/bus/pci/devices")) -> List[dict]:
+def read_pci(root: Path = Path("/sys/bus/pci/devices")) -> "list[dict]":
     """Every PCI function with the driver bound to it (None: no driver) and its command register
     as the running kernel sees it: the "before" side of what the payload's scan reads after kexec."""
     out = []
@@ -183,7 +182,7 @@ def read_pci(root: Path = Path("/sys/bus/pci/devices")) -> List[dict]:
     return out
 
 
-def read_modules(path: Path = Path("/proc/modules")) -> Optional[List[str]]:
+def read_modules(path: Path = Path("/proc/modules")) -> "list[str] | None":
     """Loaded modules in /proc/modules order; None when there is no module support to read."""
     text = _read(path)
     if text is None:
@@ -198,7 +197,7 @@ def _device_of(node: Path) -> dict:
             "driver": _link_name(dev / "driver")}
 
 
-def read_drm(root: Path = Path("/sys/class/drm")) -> List[dict]:
+def read_drm(root: Path = Path("/sys/class/drm")) -> "list[dict]":
     """DRM cards (not their connectors, card0-VGA-1 ...) and the device each one drives."""
     try:
         cards = sorted((d for d in root.iterdir() if re.fullmatch(r"card\d+", d.name)),
@@ -208,7 +207,7 @@ def read_drm(root: Path = Path("/sys/class/drm")) -> List[dict]:
     return [{"id": c.name, **_device_of(c)} for c in cards]
 
 
-def read_fb(root: Path = Path("/sys/class/graphics")) -> List[dict]:
+def read_fb(root: Path = Path("/sys/class/graphics")) -> "list[dict]":
     """Framebuffer devices: the driver's name for it and the device under it (a PCI VGA function,
     or a platform device such as vesa-framebuffer.0 / simple-framebuffer.0)."""
     try:
@@ -222,7 +221,7 @@ def read_fb(root: Path = Path("/sys/class/graphics")) -> List[dict]:
 _PCI_BDF_RE = re.compile(r"^[0-9a-f]{4,}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 
 
-def read_input(root: Path = Path("/sys/class/input")) -> List[dict]:
+def read_input(root: Path = Path("/sys/class/input")) -> "list[dict]":
     """Input devices: name, the kernel's phys path (isa0060/serio0/input0 for the i8042's keyboard
     port, usb-0000:00:14.0-3/input0 for a USB device on that host controller), the event-type
     bitmap (EV_KEY and EV_REP together: a keyboard), and the nearest PCI function above it."""
@@ -240,7 +239,7 @@ def read_input(root: Path = Path("/sys/class/input")) -> List[dict]:
     return out
 
 
-def _nearest_pci(node: Path) -> Optional[str]:
+def _nearest_pci(node: Path) -> "str | None":
     """The last PCI function in a sysfs node's resolved path: the controller it hangs off."""
     pci = None
     for part in Path(os.path.realpath(node)).parts:
@@ -249,7 +248,7 @@ def _nearest_pci(node: Path) -> Optional[str]:
     return pci
 
 
-def _mbr_signature(dev: Path) -> Optional[int]:
+def _mbr_signature(dev: Path) -> "int | None":
     """The disk signature at 1B8h of a block device's first sector (root only), the value the
     kernel's EDD keeps for each BIOS drive: the two meet where the BIOS gives no device path."""
     try:
@@ -263,7 +262,7 @@ def _mbr_signature(dev: Path) -> Optional[int]:
 SCSI_TYPE_ROM = "5"  # /sys/block/srN/device/type of an optical drive
 
 
-def read_block(root: Path = Path("/sys/block"), dev_root: Path = Path("/dev")) -> List[dict]:
+def read_block(root: Path = Path("/sys/block"), dev_root: Path = Path("/dev")) -> "list[dict]":
     """Disks on a device (not loop, zram, md, dm): size, the PCI function they sit on, and the
     MBR signature -- read only where there is a medium (size > 0) and not from optical drives,
     so none spins up; USB sticks, which call themselves removable, are read."""
@@ -313,7 +312,7 @@ def collect() -> dict:
     return snap
 
 
-def basemem(snap: dict) -> Tuple[Optional[int], Optional[str]]:
+def basemem(snap: dict) -> "tuple[int | None, str | None]":
     """Conventional memory in KiB from the first usable range at 0 (what int 12h should say)."""
     for key, usable in (("e820", "usable"), ("memmap", "System RAM")):
         for e in snap.get(key) or ():
@@ -356,12 +355,12 @@ def unquote(token: str) -> str:
     return raw.decode("utf-8", "replace")
 
 
-def _line(kind: str, fields: Iterable[Tuple[str, object]]) -> str:
+def _line(kind: str, fields) -> str:
     body = " ".join([PREFIX, kind] + [f"{k}={quote(str(v))}" for k, v in fields])
     return f"{body} ~{checksum(body.encode('ascii')):04X}"
 
 
-def format_lines(snap: dict) -> List[str]:
+def format_lines(snap: dict) -> "list[str]":
     """The printed block for a snapshot dict (from `collect`)."""
     lines = [_line("begin", [("v", VERSION)])]
     k = snap.get("kernel", {})
@@ -387,15 +386,15 @@ def format_lines(snap: dict) -> List[str]:
 MODULES_PER_LINE = 160  # characters of module names a `modules` line carries at most
 
 
-def _hex(v, digits: int) -> Optional[str]:
+def _hex(v, digits: int) -> "str | None":
     return None if v is None else f"0x{v:0{digits}x}"
 
 
-def _present(fields: Iterable[Tuple[str, object]]) -> List[Tuple[str, object]]:
+def _present(fields) -> list:
     return [(k, v) for k, v in fields if v is not None]
 
 
-def _device_lines(snap: dict) -> List[str]:
+def _device_lines(snap: dict) -> "list[str]":
     """pci, modules, drm, fb and input lines (kinds absent when their source was)."""
     lines = []
     for fn in snap.get("pci") or ():
@@ -407,7 +406,7 @@ def _device_lines(snap: dict) -> List[str]:
             ("boot_vga", fn.get("boot_vga"))])))
     mods = snap.get("modules")
     if mods is not None:
-        chunks = [[]]  # type: List[List[str]]
+        chunks = [[]]
         for m in mods:
             if chunks[-1] and len(",".join(chunks[-1] + [m])) > MODULES_PER_LINE:
                 chunks.append([])
@@ -428,7 +427,7 @@ def _device_lines(snap: dict) -> List[str]:
     return lines
 
 
-def snapshot_lines() -> List[str]:
+def snapshot_lines() -> "list[str]":
     return format_lines(collect())
 
 
@@ -458,7 +457,7 @@ def _verify(raw: str):
     return parts[1], fields
 
 
-def _int(v: Optional[str]) -> Optional[int]:
+def _int(v: "str | None") -> "int | None":
     if v is None:
         return None
     try:
@@ -474,13 +473,13 @@ def _maybe_int(v: str):
     return v if n is None else n
 
 
-def parse_snapshot(lines: Iterable[str]) -> Optional[dict]:
+def parse_snapshot(lines) -> "dict | None":
     """The last snapshot block found in console text, or None when there is none.
 
     Tolerant: lines may carry a console prefix or timestamps, CRs and NULs; damaged lines are
     counted in "bad_lines" and skipped; a block cut short has "complete": False.
     """
-    snap = None  # type: Optional[dict]
+    snap = None
     bad = seen = 0
     module_chunks: dict = {}
     for raw in lines:
