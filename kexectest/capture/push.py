@@ -97,7 +97,8 @@ class Plan:
         check = (f'cd "$1" || exit {int(Exit.BAD_INPUT)}; printf "%s\\n" {sums} | '
                  f"{hashtool} -c >/dev/null 2>&1 || {{ echo \"kexectest: error: the pushed files "
                  f"fail their {hashtool} check: not run\" >&2; exit {int(Exit.BAD_INPUT)}; }}; "
-                 'PATH="$PATH:/sbin:/usr/sbin"; export PATH; ')
+                 # the push's directory took the files, so it takes the agent's scratch files
+                 'PATH="$PATH:/sbin:/usr/sbin"; TMPDIR="$1"; export PATH TMPDIR; ')
         argv = ["load", pack.PAYLOAD_NAME, "--via", self.via, "--exec", "--yes", *extra_argv]
         if self.agent == "python":
             run = f"exec {shlex.quote(tools.python)} -S -E {pack.AGENT_NAME} {shlex.join(argv)}"
