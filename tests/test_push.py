@@ -308,3 +308,39 @@ def _check_ssh_push(err, home, tmp_path, built_payload, server):
     env = json.loads((run_dir / "environment.json").read_text())
     assert env["mode"] == "ssh-push" and env["target_agent"] == "pushed"
     assert any("kexectest-agent.py load kexec_test.elf" in c for c in server.commands)
+
+
+# -- the line formats (pure units) -----------------------------------------------------------
+
+def test_replies_carry_their_number_twice():
+    from kexectest.target import receiver as r
+
+    assert r.parse_reply("junk KTPUSH ok 17 999982\r") == ("ok", [17])
+    assert r.parse_reply("KTPUSH want 3 999996") == ("want", [3])
+    for damaged in ("KTPUSH ok 17 999983", "KTPUSH ok 1 999982", "KTPUSH ok 17", "KTPUSH ok x y",
+                    "KTPUSH ok 17 999982 5"):
+        assert r.parse_reply(damaged) is None, damaged
+    assert r.parse_reply("target# echo \"$m dir $d\"") is None  # the echo of a typed line
+    assert r.parse_reply("KTPUSH dir /tmp/a b") == ("dir", ["/tmp/a b"])
+    assert r.parse_tools(["uid=0", "python=", "have=base64,md5sum"]) is None  # cut: no end
+    assert r.parse_tools(["uid=0", "python=/usr/bin/python3", "have=base64,md5sum", "end"]) == {
+        "uid": "0", "python": "/usr/bin/python3", "have": ["base64", "md5sum"]}
+
+
+def test_chunks_decode_to_the_file():
+    import base64
+    import gzip
+
+    from kexectest.target import receiver as r
+
+    data = bytes(range(256)) * 40
+    for compress in (False, True):
+        chunks = r.encode_file(data, compress)
+        assert all(len(c) <= r.CHUNK_BYTES * 4 // 3 + 4 and c.isascii() for c in chunks)
+        body = b"".join(base64.b64decode(c) for c in chunks)
+        assert (gzip.decompress(body) if compress else body) == data
+        frame = r.chunk_frame(5, chunks[0], "md5sum")
+        assert frame.startswith("C 5 ") and len(frame.split()[2]) == r.HASH_CHARS
+    assert all(len(line) < 1024 for line in r.receiver_text().splitlines())
+    assert len(r.probe_dir_command(10 ** 6)) < 1024 and len(r.probe_tools_command()) < 1024
+    assert "KTPUSH" not in r.receiver_text() + r.probe_dir_command(1) + r.probe_tools_command()
