@@ -63,6 +63,8 @@ def damaged_kind(ln: Line, running: bool) -> str | None:
         return "scrubbed"
     if ln.record is not None:
         return None
+    if ln.malformed:  # the trace refused it: checksum right, a field out of the format's widths
+        return "malformed"
     if ln.bad_checksum:
         return "bad_checksum"
     if looks_like_payload(ln.text, running):

@@ -71,6 +71,7 @@ def _decode_call(st: StepTrace, c: Call, last: bool, n: int) -> tuple[dict, dec.
 def decode_step(st: StepTrace) -> tuple[str, dict, list[dict], str | None, list[dict]]:
     """status, result, calls, reason, E820 entries of one step's ended calls."""
     calls, results, reasons, e820, statuses = [], {}, [], [], []
+    drives: dict[str, dict] = {}  # a per-drive step's results, by drive number
     finished = [c for c in st.calls if c.end is not None]
     for n, c in enumerate(finished):
         entry, d = _decode_call(st, c, n == len(finished) - 1, n)
@@ -82,11 +83,16 @@ def decode_step(st: StepTrace) -> tuple[str, dict, list[dict], str | None, list[
             if d.result.get("entry"):
                 e820.append(d.result["entry"])
         elif c.iteration and c.iteration.startswith("dl="):
-            results.setdefault("drives", {})[c.iteration[3:]] = dict(d.result, status=d.status)
+            drives[c.iteration[3:]] = dict(d.result, status=d.status)
         else:
             results = d.result
     if st.name == "e820":
         results = {"entries": e820, "count": len(e820)}
+    elif drives:
+        if len(drives) < len(finished):  # the payload names the drive of every per-drive call
+            reasons.append("a call without its drive (dl=) in a per-drive step: left out of "
+                           "the drives' results")
+        results = {"drives": drives}
     return ERROR if ERROR in statuses else OK, results, calls, "; ".join(reasons) or None, e820
 
 

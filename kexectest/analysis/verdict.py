@@ -57,7 +57,9 @@ class Rung:
     hints: tuple[str, ...] = ()
 
 
-def _loc(e: Evidence, h: Hang) -> str:
+def _loc(e: Evidence, h: Hang | None) -> str:
+    if h is None:  # damage before any step could be placed (a start line not read)
+        return "the start"
     if e.source == "classic" and h.step:
         return f"classic step {h.step} ({h.call})"
     if h.step and not h.between_steps:
