@@ -9,8 +9,9 @@ import pytest
 def lab_image():
     """The virtual lab's guest image, built once (cached across sessions in
     $KEXECTEST_CACHE or ~/.cache/kexectest/lab)."""
-    from kexectest.lab.image import build_image
+    from kexectest.lab.image import build_image, compile_tree
 
+    compile_tree()  # the guests import this tree's kexectest over a read-only share
     return build_image()
 
 

@@ -19,6 +19,7 @@ import pytest
 from kexectest.errors import Exit, KexectestError
 from kexectest.lab import image as li
 from kexectest.lab import qemu as lq
+from kexectest.lab import warmstate
 from kexectest.lab.runner import Shape, guest_command, run_virtual
 from kexectest.trace import checksum
 from reportschema import assert_valid_report
@@ -229,11 +230,13 @@ def test_qemu_that_cannot_start_names_the_stage(tmp_path):
 
 @pytest.fixture(scope="module")
 def guest(lab_image, tmp_path_factory):
-    """One booted lab guest, logged in as root on its serial console."""
+    """One booted lab guest (restored from its shape's saved state), logged in as root on its
+    serial console."""
     out = tmp_path_factory.mktemp("guest")
     q = lq.Qemu(machine="pc", memory_mib=512, accel="tcg", kernel=lab_image.kernel,
                 initrd=lab_image.initrd, append=lab_image.cmdline, disks=lab_image.disks[:1],
                 share_host=True, time_limit=600, out_dir=out)
+    warmstate.launch(q)
     with q:
         s, c = _connect(q, timeout=120)
         c.logfile_read = open(out / "console.log", "wb")
@@ -302,8 +305,10 @@ def test_guest_load_refuses_kexec_load_disabled(guest, built_payload):
 
 @pytest.mark.qemu
 def test_wrong_password_is_refused(lab_image, tmp_path):
-    with lq.Qemu(accel="tcg", kernel=lab_image.kernel, initrd=lab_image.initrd,
-                 append=lab_image.cmdline, time_limit=300, out_dir=tmp_path) as q:
+    q = lq.Qemu(accel="tcg", kernel=lab_image.kernel, initrd=lab_image.initrd,
+                append=lab_image.cmdline, time_limit=300, out_dir=tmp_path)
+    warmstate.launch(q)  # the login, not the boot, is under test
+    with q:
         s, c = _connect(q, timeout=120)
         c.expect(rb"login: ")
         c.sendline("root")
@@ -360,8 +365,10 @@ def test_run_kexec_tools_q35_above_4g(tmp_path, built_payload, lab_image):
 
 @pytest.mark.qemu
 def test_run_hang_is_located(tmp_path, built_payload, lab_image):
+    # the silence clock runs from the command on: it covers the guest's `kexectest load` start
+    # too (seconds of Python under TCG, more on a loaded machine)
     result, report, _ = _run(tmp_path, built_payload, lab_image, "pc", loader="syscall",
-                             hang_at="e820", timeout=8.0)
+                             hang_at="e820", timeout=12.0)
     assert result.verdict == "hung" and result.exit_code == Exit.HUNG
     assert report["hang"]["step"] == "e820"
 
@@ -376,7 +383,7 @@ def test_run_reset_is_seen(tmp_path, built_payload, lab_image):
 @pytest.mark.qemu
 def test_run_wrong_uart_base_gives_no_output(tmp_path, built_payload, lab_image):
     result, report, console = _run(tmp_path, built_payload, lab_image, "pc", loader="syscall",
-                                   uart_base=0x2F8, timeout=8.0)
+                                   uart_base=0x2F8, timeout=12.0)  # see test_run_hang_is_located
     assert result.verdict == "no-output" and result.exit_code == Exit.NO_OUTPUT
     assert "kexec_core: Starting new kernel" in console
 
@@ -444,3 +451,23 @@ def test_cli_lab_run_from_the_lab_file(tmp_path, built_payload):
     p = subprocess.run([sys.executable, "-m", "kexectest", "lab", "run", "--config", str(lab),
                         "no-such-machine"], capture_output=True, text=True)
     assert p.returncode == Exit.CONFIG and "Traceback" not in p.stderr
+
+
+def test_kernel_package_answer_is_kept_until_apt_changes(tmp_path, monkeypatch):
+    """apt-cache is asked once; its answer serves later runs until apt's state changes."""
+    if not __import__("shutil").which("apt-cache"):
+        pytest.skip("no apt-cache here")
+    monkeypatch.setenv("KEXECTEST_CACHE", str(tmp_path / "cache"))
+    sources = tmp_path / "sources.list"
+    sources.write_text("deb http://deb.debian.org/debian bookworm main\n")
+    monkeypatch.setattr(li, "APT_STATE", li.APT_STATE + (str(sources),))
+    answer = tmp_path / "cache" / li.APT_ANSWER
+    package, version = li.resolve_package()
+    assert re.fullmatch(r"linux-image-[0-9][\w.+-]*-amd64", package) and version
+    os.utime(answer, ns=(1, 1))  # so a rewrite would show
+    assert li.resolve_package() == (package, version)
+    assert answer.stat().st_mtime_ns == 1  # answered from the file: apt was not asked
+    os.utime(sources, ns=(5, 5))  # apt's sources changed: apt must be asked again
+    assert li.resolve_package() == (package, version)
+    stored = json.loads(answer.read_text())["apt_state"]
+    assert [str(sources), 5, sources.stat().st_size] in stored

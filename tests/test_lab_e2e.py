@@ -2,7 +2,8 @@
 `kexectest run` command against a lab console, both loaders on both machines, a kernel that dies
 before the hand-off, the classic kexec-tools kexec_test as a baseline, hang and reset after kexec.
 
-Each run boots a fresh guest (a kexec ends it), so each test is one boot (~10-20 s under TCG).
+Each run needs a fresh guest (a kexec ends it): restored from its shape's saved state
+(lab/warmstate.py), a few seconds under TCG; the first run of a shape boots it and saves it.
 With KEXECTEST_SAVE_CORPUS=1 the runs that feed tests/corpus write their console.log there
 (real-*.log; the .expected.json beside each is written by hand)."""
 
@@ -15,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ from kexectest import payload as pl
 from kexectest.errors import Exit
 from kexectest.lab import image as li
 from kexectest.lab import qemu as lq
+from kexectest.lab import warmstate
 from kexectest.lab.runner import run_virtual
 from kexectest.capture.session import RunOptions, run_session
 from reportschema import assert_valid_report
@@ -40,11 +43,16 @@ def _save_corpus(bundle_dir: Path, name: str) -> None:
         shutil.copyfile(bundle_dir / "console.log", CORPUS / f"{name}.log")
 
 
-def _lab_qemu(lab_image, out: Path, machine: str = "pc", **kw) -> lq.Qemu:
-    """A lab guest as runner.py starts one: the Linux kernel, the initramfs, the host's / at /host."""
-    return lq.Qemu(machine=machine, memory_mib=256, accel="tcg", kernel=lab_image.kernel,
-                   initrd=lab_image.initrd, append=lab_image.cmdline,
-                   disks=lab_image.disks[:1], share_host=True, time_limit=300, out_dir=out, **kw)
+@contextmanager
+def _lab_qemu(lab_image, out: Path, machine: str = "pc", **kw):
+    """A lab guest as runner.py starts one: the Linux kernel, the initramfs, the host's / at
+    /host; restored from its shape's saved state (these tests are about what follows the boot)."""
+    q = lq.Qemu(machine=machine, memory_mib=256, accel="tcg", kernel=lab_image.kernel,
+                initrd=lab_image.initrd, append=lab_image.cmdline,
+                disks=lab_image.disks[:1], share_host=True, time_limit=300, out_dir=out, **kw)
+    warmstate.launch(q)
+    with q:
+        yield q
 
 
 def _lab_session(lab_image, q: lq.Qemu, out: Path, command: str, timeout: float):
@@ -183,7 +191,7 @@ def test_classic_kexec_test_as_baseline(tmp_path, lab_image):
 
 def test_hang_through_kexec_tools_on_pc(tmp_path, built_payload, lab_image):
     result, report, console = _virtual(tmp_path, built_payload, lab_image, "pc",
-                                       loader="kexec-tools", hang_at="edd-params", timeout=6.0)
+                                       loader="kexec-tools", hang_at="edd-params", timeout=12.0)
     assert result.verdict == "hung" and result.exit_code == Exit.HUNG, report["summary"]
     assert report["hang"]["step"] == "edd-params" and report["hang"]["drive"] == 0x80
     assert "kexec_core: Starting new kernel" in console

@@ -72,10 +72,13 @@ def _from_lab_file(path: Path, name: str) -> tuple[dict, dict, float | None]:
 @click.option("--config", "config", type=(click.Path(dir_okay=False, path_type=Path), str),
               default=None, metavar="FILE NAME",
               help="Take machine NAME from lab file FILE (options given here win).")
+@click.option("--cold", is_flag=True,
+              help="Boot Linux in full instead of restoring this machine shape's saved state "
+                   "(the first run of a shape saves one; a line on stderr says which was done).")
 @click.option("--quiet", is_flag=True, help="Only the verdict line and the bundle path.")
 @click.option("--json", "json_output", is_flag=True, help="Print report.json on stdout.")
 def run_cmd(machine, memory, smp, disks, accel, loader, payload, out_dir, timeout, max_time,
-            config, quiet, json_output, **options):
+            config, cold, quiet, json_output, **options):
     """Boot a virtual machine, kexec into the payload from its Linux exactly as on hardware
     (log in on the serial console, run `kexectest load ... --exec --yes`), collect and analyse
     the trace, and write the bundle.  Exit status: the verdict's code."""
@@ -107,7 +110,7 @@ def run_cmd(machine, memory, smp, disks, accel, loader, payload, out_dir, timeou
         shape, loader=via, out_dir=out_dir, timeout=timeout or file_timeout or 60.0,
         overall_timeout=max_time, console=console, payload=payload, args=list(args),
         quiet=quiet, json_output=json_output, command_line=["kexectest", *sys.argv[1:]],
-        log=lambda msg: click.echo(msg, err=True), **cfg)
+        log=lambda msg: click.echo(msg, err=True), cold=cold, **cfg)
     finish(result, json_output)
 
 

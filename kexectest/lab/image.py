@@ -2,8 +2,8 @@
 
 Built from distribution packages on the host (never installed): the kernel comes from Debian's
 `linux-image-*-amd64` (apt-get download + dpkg -x), busybox-static and kexec-tools from the host.
-The guest mounts the host's `/` read-only over 9p and runs the host's own kexectest through a
-chroot, so the lab always tests the code in this tree without packing a Python.
+The guest mounts the host's `/` read-only over 9p at login and runs the host's own kexectest
+through a chroot, so the lab always tests the code in this tree without packing a Python.
 
 Everything lands in a cache directory named by a hash of the inputs: a second build with the same
 inputs is a no-op (see `build_image`).
@@ -32,14 +32,16 @@ from pathlib import Path
 from elftools.elf.elffile import ELFFile
 
 from ..errors import Exit, KexectestError
+from ..fsutil import write_atomic
 
-RECIPE_VERSION = 7  # bump whenever the guest layout below changes: it invalidates every cache
+RECIPE_VERSION = 10  # bump whenever the guest layout below changes: it invalidates every cache
 # Not "kexectest": the collector scrubs the password from everything it writes, and the product's
 # own name in every command line and prompt must survive that.
 PASSWORD = "ktlab-root"
 LOGIN = "root"
 HOSTNAME = "kexectest-lab"
 PROMPT_RE = r"root@kexectest-lab:[^\r\n]*# ?$"  # PS1 set in the guest's /etc/profile
+ATTACH = "/sbin/kexectest-attach"  # mounts the host's / at /host; /etc/profile runs it
 CMDLINE = "console=ttyS0,115200 panic=-1"
 SECTOR = 512
 DISK_SECTORS = 16 * 1024 * 1024 // SECTOR
@@ -160,16 +162,55 @@ class KernelSource:
         return d
 
 
+# what apt-cache's answers depend on: a change to any of these asks apt again
+APT_STATE = ("/var/lib/apt/lists", "/etc/apt/sources.list", "/etc/apt/sources.list.d",
+             "/etc/apt/preferences", "/etc/apt/preferences.d")
+APT_ANSWER = "apt-kernel.json"
+
+
+def _apt_state() -> list:
+    out = []
+    for name in APT_STATE:
+        try:
+            st = os.stat(name)
+            out.append([name, st.st_mtime_ns, st.st_size])
+        except OSError:
+            out.append([name, None, None])
+    return out
+
+
 def resolve_package() -> tuple[str, str]:
-    """(package, version) of the kernel `linux-image-amd64` currently depends on."""
-    _tool("apt-cache", "apt (or pass --kernel PATH --modules DIR)")
-    out = _run(["apt-cache", "depends", META_PACKAGE], f"apt-cache depends {META_PACKAGE}")
+    """(package, version) of the kernel `linux-image-amd64` currently depends on.
+
+    apt-cache takes seconds on a loaded machine and every `lab run` asks: the answer is kept in
+    the cache root until apt's lists or sources change (apt-get update)."""
+    state = _apt_state()
+    answer = cache_root() / APT_ANSWER
+    try:
+        kept = json.loads(answer.read_text())
+        if kept["apt_state"] == state:
+            return kept["package"], kept["version"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    package, version = _ask_apt()
+    try:
+        cache_root().mkdir(parents=True, exist_ok=True)
+        write_atomic(answer, json.dumps({"apt_state": state, "package": package,
+                                         "version": version}) + "\n")
+    except (OSError, KexectestError):
+        pass  # not kept: the next run asks apt again
+    return package, version
+
+
+def _ask_apt() -> tuple[str, str]:
+    apt_cache = _tool("apt-cache", "apt (or pass --kernel PATH --modules DIR)")
+    out = _run([apt_cache, "depends", META_PACKAGE], f"apt-cache depends {META_PACKAGE}")
     m = re.search(r"Depends:\s*(linux-image-[0-9][\w.+-]*-amd64)\b", out)
     if not m:
         raise KexectestError(f"lab build: cannot tell which kernel {META_PACKAGE} depends on "
                              f"(apt-get update?)", Exit.LAB_BUILD)
     package = m.group(1)
-    out = _run(["apt-cache", "policy", package], f"apt-cache policy {package}")
+    out = _run([apt_cache, "policy", package], f"apt-cache policy {package}")
     m = re.search(r"Candidate:\s*(\S+)", out)
     if not m or m.group(1) == "(none)":
         raise KexectestError(f"lab build: no installable version of {package} (apt-get update?)",
@@ -331,7 +372,9 @@ def _is_static(path: str) -> bool:
 def _init_script(modules: list[str]) -> str:
     mods = " ".join(f"{i:02d}-{m}.ko" for i, m in enumerate(modules))
     return f"""#!/bin/sh
-# kexectest lab guest (recipe {RECIPE_VERSION}): host / over 9p at /host, then a login on ttyS0
+# kexectest lab guest (recipe {RECIPE_VERSION}): drivers, then a login on ttyS0.  The host's / is
+# mounted at the first login (/etc/profile runs {ATTACH}), not here: a mounted 9p share blocks
+# QEMU's migration, and the lab saves this machine at its login prompt (lab/warmstate.py)
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -341,6 +384,25 @@ mount -t tmpfs tmpfs /run
 for m in {mods}; do
     insmod /lib/kt-modules/$m || echo "kexectest-lab: insmod $m failed"
 done
+# wait here for the kernel's random pool (its jitter entropy takes seconds under TCG): done at
+# boot, a saved machine holds it ready and the first program that asks does not wait
+head -c 1 /dev/random >/dev/null
+hostname {HOSTNAME}
+echo "kexectest-lab: ready"
+exec /sbin/init
+"""
+
+
+def _attach_script() -> str:
+    return f"""#!/bin/sh
+# kexectest lab guest (recipe {RECIPE_VERSION}): the host's / over 9p at /host, once per boot or
+# restore of a saved machine; run by /etc/profile at every login, so cold and warm starts take
+# the same path
+grep -q ' /host ' /proc/mounts && exit 0
+# a restored machine's clock stopped when it was saved: the RTC follows the host's
+hwclock -s -u 2>/dev/null
+# and its random pool is a copy of every other restore's: stir in this moment
+{{ date +%s; cat /proc/uptime /proc/interrupts; }} > /dev/urandom 2>/dev/null
 if mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose host /host; then
     # the guest's own kernel interfaces, seen from a chroot into the host's tree
     mount -t proc proc /host/proc
@@ -356,18 +418,47 @@ if mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose host /host; then
 else
     echo "kexectest-lab: no 9p host share: kexectest is not available in this guest"
 fi
-hostname {HOSTNAME}
-echo "kexectest-lab: ready"
-exec /sbin/init
 """
 
 
-def _wrapper(python: str) -> str:
+def guest_python() -> tuple[str, list[str]]:
+    """(interpreter, import path) for running this tree's kexectest inside the guest.
+
+    The host's own interpreter, started with -S and the directories the host imports kexectest
+    and its dependencies from: site.py and the .pth hooks of an editable install cost the
+    guest's first start over 9p more than a second under TCG, and they only ever add these
+    directories."""
+    import site
+
+    path = [str(REPO)]  # the directory holding the kexectest package
+    for d in site.getsitepackages():
+        if d not in path and Path(d).is_dir():
+            path.append(d)
+    return os.path.realpath(sys.executable), path
+
+
+def compile_tree() -> None:
+    """Byte-compile this tree's kexectest where the guest will import it from.
+
+    The guest reads the host's tree over a read-only share and cannot write the bytecode it
+    compiles, so without the host's __pycache__ (PYTHONDONTWRITEBYTECODE, a fresh checkout)
+    every lab run compiles every module from source under TCG.  Up-to-date files are only
+    stat()ed; a tree the host cannot write is left as it is."""
+    import compileall
+
+    try:
+        compileall.compile_dir(str(REPO / "kexectest"), quiet=2, workers=1)
+    except OSError:
+        pass
+
+
+def _wrapper(python: str, path: list[str]) -> str:
     return f"""#!/bin/sh
 # run the host's kexectest (through the host's interpreter) inside the guest, over the 9p share
 cd / || exit 1
 export PYTHONDONTWRITEBYTECODE=1 HOME=/run/kexectest-tmp TMPDIR=/run/kexectest-tmp
-exec chroot /host {python} -P -m kexectest "$@"
+export PYTHONPATH={":".join(path)}
+exec chroot /host {python} -S -P -m kexectest "$@"
 """
 
 
@@ -417,12 +508,14 @@ def build_initramfs(modules: dict[str, bytes], venv: Path, password: str) -> byt
     # "prompt at end of output" match on the collector.
     c.file("etc/profile", b"export PATH=/sbin:/bin:/usr/sbin:/usr/bin\n"
                           b"stty -echo 2>/dev/null\n"
+                          + ATTACH.encode() + b"\n"
                           b"export PS1='root@" + HOSTNAME.encode() + b":\\w# '\n")
     c.file("etc/inittab", b"::sysinit:/bin/true\n"
                           b"ttyS0::respawn:/sbin/getty -L 115200 ttyS0 vt100\n"
                           b"::ctrlaltdel:/sbin/reboot\n")
     c.file("init", _init_script(order).encode(), 0o755)
-    c.file("bin/kexectest", _wrapper(sys.executable).encode(), 0o755)
+    c.file(ATTACH.lstrip("/"), _attach_script().encode(), 0o755)
+    c.file("bin/kexectest", _wrapper(*guest_python()).encode(), 0o755)
     return gzip.compress(c.finish(), compresslevel=6, mtime=0)
 
 
@@ -477,6 +570,7 @@ def write_disk(disk: int, path: Path) -> None:
 def _inputs(source: KernelSource, venv: Path) -> dict:
     return {
         "recipe": RECIPE_VERSION,
+        "guest_python": guest_python(),
         "kernel": source.key(),
         "venv": str(venv),
         "python": sys.executable,

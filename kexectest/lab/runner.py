@@ -1,8 +1,9 @@
 """One virtual-lab run: build or reuse the guest, start QEMU, then the same session as hardware.
 
-The runner only adds what a lab on a desk would: a machine to power on (QEMU) and its console
-address.  Logging in, running `kexectest load ... --exec --yes`, capturing, analysing and
-bundling are `kexectest.session.run_session`, exactly as `kexectest run --serial URL`.
+The runner only adds what a lab on a desk would: a machine to power on (QEMU, restored from its
+shape's saved state when there is one: lab/warmstate.py) and its console address.  Logging in,
+running `kexectest load ... --exec --yes`, capturing, analysing and bundling are
+`kexectest.session.run_session`, exactly as `kexectest run --serial URL`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .. import payload as pl
 from ..errors import Exit, KexectestError
 from ..payload.options import CONFIG_OPTION_NAMES, config_argv, config_kwargs, lab_values
 from . import image as lab_image
+from . import warmstate
 from .qemu import Qemu
 from .shape import Shape
 
@@ -61,13 +63,14 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
                 args: list[str] | tuple = (), command_line: list[str] | None = None,
                 quiet: bool = False, json_output: bool = False, redact: bool = False,
                 overall_timeout: float | None = None, image: lab_image.LabImage | None = None,
-                log=None, **config):
+                log=None, cold: bool = False, **config):
     """Run the payload on one virtual machine and return the session's SessionResult.
 
     `machine`: "pc"/"q35", a dict or an object with machine/memory/smp/disks/accel; keyword
     overrides win.  `loader`: syscall | kexec-tools (a real kexec from the lab's Linux) or
     direct (SeaBIOS boots the payload with -kernel).  `config`: payload options as
-    payload/options.py's CONFIG_OPTION_NAMES (hang_at=..., uart_base=...).
+    payload/options.py's CONFIG_OPTION_NAMES (hang_at=..., uart_base=...).  `cold`: boot Linux
+    in full instead of restoring the shape's saved state (lab/warmstate.py).
     """
     from ..capture.session import RunOptions, run_session
 
@@ -106,6 +109,7 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
         opts = RunOptions(serial_url="", payload_elf=elf_run, **session)
     else:
         img = image or lab_image.build_image(log=log)
+        lab_image.compile_tree()  # the guest imports this tree's kexectest, read-only
         q = Qemu(kernel=img.kernel, initrd=img.initrd, append=img.cmdline,
                  disks=img.disks[:shape.disks], share_host=True, **common)
         # the password goes to the session directly: never on a command line or in a file
@@ -118,6 +122,12 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
 
     log(f"starting QEMU ({shape.machine}, {shape.memory} MiB, {shape.smp} CPU, "
         f"{shape.disks} disk(s), {q.accel})")
+    if loader == "direct":
+        start = warmstate.Start("cold", "direct loader: SeaBIOS boots the payload, no Linux")
+        q.start()
+    else:
+        start = warmstate.launch(q, cold=cold, log=log)
+    log(start.line())
     bundle_dir = None
     with q:
         opts.serial_url = q.serial_url
@@ -125,7 +135,8 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
         opts.extra_environment = {"lab": {
             "machine": dataclasses.asdict(shape), "accel": q.accel, "loader": loader,
             "qemu_pid": q.pid, "qemu_argv": q.argv_used, "command": opts.command,
-            "image": str(img.directory) if img and img.directory else None}}
+            "image": str(img.directory) if img and img.directory else None,
+            **start.environment()}}
         try:
             result = run_session(opts, console=console)
             bundle_dir = result.bundle_dir
