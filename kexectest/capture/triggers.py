@@ -145,11 +145,20 @@ def login(spawn: ConsoleSpawn, *, user: str | None, password: str | None, prompt
         elif idx == 2:
             raise KexectestError(f"login incorrect for user {user!r}", Exit.LAB_STAGE)
         else:
-            try:  # a real prompt waits for input; a kernel line cut at "#" goes on
-                more = spawn.read_nonblocking(spawn.maxread, timeout=PROMPT_QUIET_S)
-            except pexpect.TIMEOUT:
-                stage("shell prompt reached")
-                return
+            # a real prompt waits for input; a kernel line cut at "#" goes on.  What follows
+            # may be a second prompt (a newline that was already waiting, a restored guest's):
+            # a prompt again, then quiet, is as good
+            more = b""
+            while True:
+                try:
+                    more += spawn.read_nonblocking(spawn.maxread, timeout=PROMPT_QUIET_S)
+                except pexpect.TIMEOUT:
+                    if more and not prompt_re.search(more.replace(b"\r", b"")):
+                        break
+                    stage("shell prompt reached")
+                    return
+                if not prompt_re.search(more.replace(b"\r", b"")):
+                    break
             spawn.buffer = spawn.buffer + more
 
 

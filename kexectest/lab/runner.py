@@ -2,8 +2,14 @@
 
 The runner only adds what a lab on a desk would: a machine to power on (QEMU, restored from its
 shape's saved state when there is one: lab/warmstate.py) and its console address.  Logging in,
-running `kexectest load ... --exec --yes`, capturing, analysing and bundling are
-`kexectest.session.run_session`, exactly as `kexectest run --serial URL`.
+pushing the target agent and the payload and running them (`kexectest run --push`: the guest
+needs nothing of kexectest), capturing, analysing and bundling are
+`kexectest.session.run_session`, exactly as `kexectest run --serial URL --login root --push`.
+
+The lab's guest is a minimal target, busybox and kexec-tools: the push gives it the shell agent.
+The `syscall` loader needs the Python agent, so those runs boot the guest with a Python
+(lab/guest_python.py).  `agent="9p"` is the way before the push: the host's own kexectest over
+a 9p share, typed as `kexectest load ... --exec --yes`.
 """
 
 from __future__ import annotations
@@ -18,12 +24,16 @@ from typing import Any
 from .. import payload as pl
 from ..errors import Exit, KexectestError
 from ..payload.options import CONFIG_OPTION_NAMES, config_argv, config_kwargs, lab_values
+from . import guest_python
 from . import image as lab_image
 from . import warmstate
 from .qemu import Qemu
 from .shape import Shape
 
 LOADERS = ("syscall", "kexec-tools", "direct")
+# how the payload gets into the guest: pushed (the agent the loader needs: "auto"; or the Python
+# or shell agent by name), or the host's kexectest over 9p
+AGENTS = ("auto", "python", "shell", "9p")
 BOOT_BUDGET_S = 180.0  # QEMU start -> login -> `kexectest load` under TCG, with a wide margin
 GUEST_HIDDEN = ("proc", "sys", "dev", "run")  # the guest mounts its own over the host's
 CONFIG_KEYS = CONFIG_OPTION_NAMES  # the payload options (payload/options.py), as keywords
@@ -63,20 +73,29 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
                 args: list[str] | tuple = (), command_line: list[str] | None = None,
                 quiet: bool = False, json_output: bool = False, redact: bool = False,
                 overall_timeout: float | None = None, image: lab_image.LabImage | None = None,
-                log=None, cold: bool = False, **config):
+                log=None, cold: bool = False, agent: str = "auto", **config):
     """Run the payload on one virtual machine and return the session's SessionResult.
 
     `machine`: "pc"/"q35", a dict or an object with machine/memory/smp/disks/accel; keyword
     overrides win.  `loader`: syscall | kexec-tools (a real kexec from the lab's Linux) or
     direct (SeaBIOS boots the payload with -kernel).  `config`: payload options as
     payload/options.py's CONFIG_OPTION_NAMES (hang_at=..., uart_base=...).  `cold`: boot Linux
-    in full instead of restoring the shape's saved state (lab/warmstate.py).
+    in full instead of restoring the shape's saved state (lab/warmstate.py).  `agent`: AGENTS --
+    "auto" pushes the Python agent for `syscall` and the shell agent for `kexec-tools`.
     """
     from ..capture.session import RunOptions, run_session
 
     if loader not in LOADERS:
         raise KexectestError(f"lab: loader must be one of {', '.join(LOADERS)}, not {loader!r}",
                              Exit.CONFIG)
+    if agent not in AGENTS:
+        raise KexectestError(f"lab: agent must be one of {', '.join(AGENTS)}, not {agent!r}",
+                             Exit.CONFIG)
+    if agent == "auto":
+        agent = "python" if loader == "syscall" else "shell"
+    if agent == "shell" and loader == "syscall":
+        raise KexectestError("lab: the shell agent loads through kexec-tools only: "
+                             "--loader kexec-tools, or --agent python", Exit.CONFIG)
     shape = Shape.of(machine, memory=memory or memory_mib, smp=smp, disks=disks, accel=accel)
     cfg = _split_config(config)
     out_dir = Path(out_dir)
@@ -107,7 +126,7 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
         img = (image or lab_image.build_image(log=log)) if shape.disks else None
         q = Qemu(kernel=elf_run, disks=img.disks[:shape.disks] if img else [], **common)
         opts = RunOptions(serial_url="", payload_elf=elf_run, **session)
-    else:
+    elif agent == "9p":
         img = image or lab_image.build_image(log=log)
         lab_image.compile_tree()  # the guest imports this tree's kexectest, read-only
         q = Qemu(kernel=img.kernel, initrd=img.initrd, append=img.cmdline,
@@ -119,6 +138,19 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
                           prompt=lab_image.PROMPT_RE,
                           command=guest_command(elf, loader, cfg, list(args)),
                           payload_elf=elf, **session)
+    else:
+        if args:
+            raise KexectestError("lab: args (more `kexectest load` words) go to an installed "
+                                 "kexectest: agent=\"9p\"", Exit.CONFIG)
+        img = image or lab_image.build_image(log=log)
+        if agent == "python":
+            img = guest_python.python_image(img, log=log)
+        # no host share: what the guest runs arrives by the push, as on hardware
+        q = Qemu(kernel=img.kernel, initrd=img.initrd, append=img.cmdline,
+                 disks=img.disks[:shape.disks], share_host=False, **common)
+        opts = RunOptions(serial_url="", login=img.login, password=img.password,
+                          prompt=lab_image.PROMPT_RE, push=True, push_agent=agent, via=loader,
+                          load_options=lab_values(config), payload_elf=elf, **session)
 
     log(f"starting QEMU ({shape.machine}, {shape.memory} MiB, {shape.smp} CPU, "
         f"{shape.disks} disk(s), {q.accel})")
@@ -134,6 +166,7 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
         opts.qemu_stderr = q.stderr_path
         opts.extra_environment = {"lab": {
             "machine": dataclasses.asdict(shape), "accel": q.accel, "loader": loader,
+            "agent": agent if loader != "direct" else None,
             "qemu_pid": q.pid, "qemu_argv": q.argv_used, "command": opts.command,
             "image": str(img.directory) if img and img.directory else None,
             **start.environment()}}
