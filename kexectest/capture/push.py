@@ -129,6 +129,9 @@ def plan_push(tools: TargetTools, payload: Path, options: dict, *, via: str | No
                 "the target has no kexec-tools ('kexec' not found), which the shell agent "
                 "needs", Exit.MISSING_TOOL)
         if via == "syscall":
+            if tools.python:
+                raise KexectestError("the shell agent loads through kexec-tools only: --via "
+                                     "kexec-tools, or the Python agent", Exit.USAGE)
             raise KexectestError("the target has no Python 3.6 or later for --via syscall; "
                                  "its kexec-tools can load the payload (--via kexec-tools)",
                                  Exit.MISSING_TOOL)
@@ -137,7 +140,8 @@ def plan_push(tools: TargetTools, payload: Path, options: dict, *, via: str | No
         files = [PushFile(SHELL_AGENT_NAME, shell_agent_source().encode()),
                  PushFile(pack.PAYLOAD_NAME, prepare(payload, options).data)]
         return Plan("shell", files, "kexec-tools"), []
-    prepare(payload, options)  # a bad option or payload fails here, before anything is sent
+    # the options go to the agent, which patches the payload there (a bad one is its refusal,
+    # reported as the command's failure, as with an installed kexectest)
     files = [PushFile(pack.AGENT_NAME, pack.agent_source().encode()),
              PushFile(pack.PAYLOAD_NAME, payload.read_bytes())]
     return Plan("python", files, via or "syscall"), config_argv(config_kwargs(options))

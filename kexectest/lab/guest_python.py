@@ -163,15 +163,14 @@ def python_image(img: lab_image.LabImage, python: str = INTERPRETER, log=None) -
     out = lab_image.cache_root() / hashlib.sha256(json.dumps(key, sort_keys=True).encode()
                                                   ).hexdigest()[:16]
     cached = lab_image._cached(out)
-    if cached is not None:
-        return cached
-    lab_image._check_space(lab_image.cache_root())
-    with open(lab_image.cache_root() / ".lock", "w") as lock:  # one builder, as build_image
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        cached = lab_image._cached(out)
-        if cached is not None:
-            return cached
-        return _build(img, exe, key, out, log)
+    if cached is None:
+        lab_image._check_space(lab_image.cache_root())
+        with open(lab_image.cache_root() / ".lock", "w") as lock:  # one builder, as build_image
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            cached = lab_image._cached(out) or _build(img, exe, key, out, log)
+    # the files are the cached guest's; how to log in and what to boot with stay the caller's
+    return dataclasses.replace(img, kernel=cached.kernel, initrd=cached.initrd,
+                               disks=cached.disks, directory=cached.directory)
 
 
 def _build(img: lab_image.LabImage, exe: str, key: dict, out: Path, log) -> lab_image.LabImage:
