@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -344,3 +345,32 @@ def test_chunks_decode_to_the_file():
     assert all(len(line) < 1024 for line in r.receiver_text().splitlines())
     assert len(r.probe_dir_command(10 ** 6)) < 1024 and len(r.probe_tools_command()) < 1024
     assert "KTPUSH" not in r.receiver_text() + r.probe_dir_command(1) + r.probe_tools_command()
+
+
+def test_an_installed_kexectest_is_recorded_as_such(tmp_path, monkeypatch):
+    """Without --push the command typed is the target's own: environment.json says so."""
+    from test_serialio import PtyConsole
+    from test_target import PASSWORD, FakeTarget
+
+    con = PtyConsole()
+    fake = FakeTarget(tmp_path)
+    fake.start(con.master)
+    con.release_slave()
+    try:
+        res = run_session(RunOptions(serial_url=con.path, login="root", password=PASSWORD,
+                                     command="kexec-go", timeout=1.0, login_timeout=10,
+                                     overall_timeout=60, out_dir=tmp_path / "out",
+                                     command_line=["test"]))
+    finally:
+        fake.stop()
+        con.close()
+    env = json.loads((res.bundle_dir / "environment.json").read_text())
+    assert res.verdict == "completed"
+    assert env["target_agent"] == "installed" and "push" not in env
+
+
+def test_payload_options_without_push_are_refused():
+    proc = subprocess.run([sys.executable, "-m", "kexectest", "run", "--serial", "loop://",
+                           "--hang-at", "e820"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == Exit.USAGE
+    assert "--hang-at: payload options go to a pushed agent (--push)" in proc.stderr
