@@ -366,6 +366,8 @@ class ConsolePush:
         self._line(receiver.QUIT_FRAME)
         self._expect(("bye",), 20.0, "end")
         self.stats.seconds = round(time.monotonic() - self._t0, 3)
+        self.spawn.buffer = self._buf + (self.spawn.buffer or b"")  # what follows: the prompt
+        self._buf = b""
 
     def push(self, files: list) -> None:
         for f in files:

@@ -328,6 +328,9 @@ class Push(Trigger):
         pusher.push(plan.files)
         stage(f"pushed {len(plan.files)} files to {tools.directory} in {self.stats.seconds:.1f} s")
         self.command = plan.command(tools, extra)
+        # the receiver's shell prompt comes back first: from here on a prompt means the agent
+        # failed, so it must be the one after the agent's command
+        login(spawn, user=None, password=None, prompt=self.prompt, timeout=self.login_timeout)
         run_command(spawn, self.command, self.prompt)
         stage(f"{'Python' if plan.agent == 'python' else 'shell'} agent started; capturing")
 
