@@ -90,12 +90,13 @@ def _ask(spawn, command: str, timeout: float = 120.0) -> list[str]:
     return out
 
 
-def test_both_agents_agree_in_one_guest(tmp_path, built_payload, lab_image):
+@pytest.mark.parametrize("machine", ["pc", "q35"])
+def test_both_agents_agree_in_one_guest(tmp_path, built_payload, lab_image, machine):
     """On one guest with a Python: the two agents' snapshots line for line (but the source of
     the kernel log: busybox's dd cannot read /dev/kmsg without blocking), and their dry runs
     through kexec-tools to the same line."""
     img = guest_python.python_image(lab_image)
-    q = lq.Qemu(machine="pc", memory_mib=256, accel="tcg", kernel=img.kernel,
+    q = lq.Qemu(machine=machine, memory_mib=256, accel="tcg", kernel=img.kernel,
                 initrd=img.initrd, append=img.cmdline, disks=img.disks[:1], time_limit=400,
                 out_dir=tmp_path / "qemu")
     warmstate.launch(q)
