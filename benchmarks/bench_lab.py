@@ -7,6 +7,13 @@ warm/cold ratio; the one-time cost of saving the state; a bare Linux boot (QEMU 
 prompt) and the payload's bytes-on-the-wire time at 115200 baud.  Goals: issue 3, the whole cold
 run under 3x the bare boot; issue 11, a warm Linux + kexec run <= 0.25x a cold one.
 
+Then the target agent (issue 10): login -> kexec of warm runs with each way the payload gets in
+-- pushed to the shell agent, pushed to the Python agent, the host's kexectest over 9p (the
+way before) -- split into the push and the agent's own run; and the push of agent + payload
+through a console paced at 115200 baud (benchmarks/paced_line.py) against the time its bytes
+take on that wire.  Goals: login -> kexec with the agent <= 0.5 s under TCG (against about 4 s
+over 9p), the push <= 1.3x its bytes' wire time.
+
     .venv/bin/python benchmarks/bench_lab.py [--machine pc|q35] [--memory MIB] [--runs N]
 """
 
@@ -22,19 +29,27 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from paced_line import PacedLine
+
 from kexectest import payload as pl
-from kexectest.lab import warmstate
-from kexectest.lab.image import build_image
+from kexectest.capture.session import RunOptions, run_session
+from kexectest.lab import guest_python, warmstate
+from kexectest.lab.image import PROMPT_RE, build_image
 from kexectest.lab.qemu import Qemu
 from kexectest.lab.runner import run_virtual
 
 BAUD = 115200
 GOAL_WARM_RATIO = 0.25
+GOAL_LOGIN_KEXEC_S = 0.5
+GOAL_PUSH_RATIO = 1.3
+# (loader, agent) of the login -> kexec comparison
+AGENT_ROWS = (("kexec-tools", "shell"), ("syscall", "python"), ("syscall", "9p"),
+              ("kexec-tools", "9p"))
 
 
 def _console_times(bundle: Path) -> dict[str, float | None]:
     """Seconds since capture start of the landmarks in console.log, and the KT bytes."""
-    marks = {"login": None, "handoff": None, "first": None, "last": None}
+    marks = {"login": None, "handoff": None, "first": None, "last": None, "pushed": None}
     kt_bytes = 0
     for raw in (bundle / "console.log").read_text(errors="replace").splitlines():
         stamp, _, text = raw.partition("\t")
@@ -46,6 +61,8 @@ def _console_times(bundle: Path) -> dict[str, float | None]:
             marks["login"] = t
         if "kexec_core: Starting new kernel" in text:
             marks["handoff"] = t
+        if "KTPUSH bye" in text:
+            marks["pushed"] = t
         if text.startswith("KT "):
             marks["first"] = marks["first"] if marks["first"] is not None else t
             marks["last"] = t
@@ -54,11 +71,12 @@ def _console_times(bundle: Path) -> dict[str, float | None]:
     return marks
 
 
-def lab_run(machine: str, memory: int, loader: str, out: Path, elf: Path, img, cold: bool) -> dict:
+def lab_run(machine: str, memory: int, loader: str, out: Path, elf: Path, img, cold: bool,
+            agent: str = "auto") -> dict:
     t_start = time.time()  # the image is found beforehand: QEMU start -> report written
     result = run_virtual({"machine": machine, "memory": memory, "disks": 1, "accel": "auto"},
                          loader=loader, out_dir=out, payload=elf, quiet=True, timeout=30.0,
-                         image=img, cold=cold)
+                         image=img, cold=cold, agent=agent)
     t_end = time.time()
     env = json.loads((result.bundle_dir / "environment.json").read_text())
     capture_t0 = datetime.fromisoformat(env["timings"]["started"]).timestamp()
@@ -90,6 +108,27 @@ def bare_boot(machine: str, memory: int, img) -> float:
     return t
 
 
+def paced_push(machine: str, memory: int, img, elf: Path, agent: str, out: Path) -> dict:
+    """One warm run whose console is paced at 115200 baud: the push's time and bytes."""
+    image = guest_python.python_image(img) if agent == "python" else img
+    q = Qemu(machine=machine, memory_mib=memory, accel="auto", kernel=image.kernel,
+             initrd=image.initrd, append=image.cmdline, disks=image.disks[:1], share_host=False,
+             no_reboot=False, time_limit=400, out_dir=out)
+    warmstate.launch(q)
+    with q:
+        line = PacedLine(q.port, BAUD)
+        try:
+            result = run_session(RunOptions(
+                serial_url=line.url, login=image.login, password=image.password,
+                prompt=PROMPT_RE, push=True, push_agent=agent,
+                via="syscall" if agent == "python" else "kexec-tools", payload_elf=elf,
+                timeout=30.0, out_dir=out, quiet=True, command_line=["bench_lab", "paced"]))
+        finally:
+            line.close()
+    env = json.loads((result.bundle_dir / "environment.json").read_text())
+    return {"verdict": result.verdict, **env["push"]}
+
+
 def _median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
@@ -118,6 +157,18 @@ def main() -> None:
         for i in range(args.runs):
             rows.append(("direct", lab_run(args.machine, args.memory, "direct",
                                            Path(tmp) / f"direct-{i}", elf, img, False)))
+        agent_rows = []
+        for loader, agent in AGENT_ROWS:  # a first run saves the state of each guest
+            lab_run(args.machine, args.memory, loader, Path(tmp) / f"prime-{agent}", elf, img,
+                    cold=False, agent=agent)
+        for i in range(args.runs):
+            for loader, agent in AGENT_ROWS:
+                agent_rows.append((loader, agent, lab_run(
+                    args.machine, args.memory, loader, Path(tmp) / f"{agent}-{loader}-{i}", elf,
+                    img, cold=False, agent=agent)))
+        paced = [(agent, paced_push(args.machine, args.memory, img, elf, agent,
+                                    Path(tmp) / f"paced-{agent}-{i}"))
+                 for i in range(args.runs) for agent in ("shell", "python")]
     bares = [bare_boot(args.machine, args.memory, img) for _ in range(args.runs)]
     bare = _median(bares)
     meta = {}
@@ -158,6 +209,42 @@ def main() -> None:
         print(f"{loader:12} QEMU start -> report written: cold {cold:.2f} s, warm {warm:.2f} s, "
               f"warm/cold {ratio:.2f} (goal <= {GOAL_WARM_RATIO}: "
               f"{'met' if ratio <= GOAL_WARM_RATIO else 'not met'})")
+
+    print_agents(agent_rows, paced)
+
+
+def print_agents(rows, paced) -> None:
+    """The target agent's figures: login -> kexec by way in, and the push against the wire."""
+    print("login -> kexec (warm runs, median s): push = login -> the receiver's bye, agent = "
+          "bye -> kexec")
+    for loader, agent in AGENT_ROWS:
+        runs = [r for lo, ag, r in rows if (lo, ag) == (loader, agent)]
+        total = _median([r["at"]["handoff"] - r["at"]["login"] for r in runs
+                         if r["at"]["handoff"] is not None])
+        pushed = [r["at"]["pushed"] for r in runs if r["at"]["pushed"] is not None]
+        split = ""
+        if pushed:
+            push_s = _median([r["at"]["pushed"] - r["at"]["login"] for r in runs
+                              if r["at"]["pushed"] is not None])
+            agent_s = _median([r["at"]["handoff"] - r["at"]["pushed"] for r in runs
+                               if r["at"]["pushed"] is not None and r["at"]["handoff"]])
+            split = f" (push {push_s:.2f}, agent {agent_s:.2f})"
+        verdicts = ",".join(sorted({r["verdict"] for r in runs}))
+        print(f"  {agent:6} {loader:11} {total:6.2f}{split}  [{verdicts}]")
+    print(f"  goal with the agent: <= {GOAL_LOGIN_KEXEC_S} s under TCG")
+    print(f"push of agent + payload through a console paced at {BAUD} baud (8N1):")
+    for agent in ("shell", "python"):
+        got = [p for ag, p in paced if ag == agent]
+        if not got:
+            continue
+        wire = _median([p["wire_bytes"] * 10 / BAUD for p in got])
+        raw = _median([p["file_bytes"] * 10 / BAUD for p in got])
+        took = _median([p["seconds"] for p in got])
+        print(f"  {agent:6} files {got[0]['file_bytes']} B ({raw:.2f} s on the wire as they "
+              f"are), sent {got[0]['wire_bytes']} B ({'gzip + ' if got[0]['compressed'] else ''}"
+              f"base64 + frames: {wire:.2f} s), push {took:.2f} s = {took / wire:.2f}x its "
+              f"bytes' wire time (goal <= {GOAL_PUSH_RATIO}), {took / raw:.2f}x the files' own, "
+              f"resent chunks {sum(p['resent_chunks'] for p in got)}")
 
 
 if __name__ == "__main__":

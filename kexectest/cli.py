@@ -19,6 +19,7 @@ COMMANDS = {
     "build": "kexectest.commands.payload",
     "inspect": "kexectest.commands.payload",
     "load": "kexectest.commands.load",
+    "pack": "kexectest.commands.pack",
     "run": "kexectest.commands.run",
     "report": "kexectest.commands.report",
     "lab": "kexectest.commands.lab",

@@ -4,9 +4,8 @@ Verdict codes (0-9) say what the machine under test did; tool codes (10+) say wh
 itself could not finish.  Both are documented in the README and in `kexectest --help`; other
 tools depend on them, so never renumber.  `Verdict` is the one list of verdict names: every
 other list (report schema, sweep colours, README) is made from it or checked against it.
+Standard library only and Python 3.6 syntax: the target agent carries this module.
 """
-
-from __future__ import annotations
 
 import enum
 

@@ -8,6 +8,7 @@ bug report.
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import socket
 import sys
@@ -49,6 +50,12 @@ class RunOptions:
     prompt: str = r"[#$] ?$"
     command: str | None = None
     ssh: str | None = None
+    ssh_options: list[str] = field(default_factory=list)  # more ssh options (-o Port=2222)
+    # --push: send the target agent and the payload (capture/push.py) instead of a command
+    push: bool = False
+    push_agent: str = "auto"  # auto | python | shell
+    via: str | None = None  # the pushed agent's loader; None: syscall where Python is
+    load_options: dict = field(default_factory=dict)  # payload options for the pushed agent
     timeout: float = 60.0
     overall_timeout: float | None = None
     login_timeout: float = 120.0
@@ -75,11 +82,22 @@ class SessionResult:
 
 
 def make_trigger(opts: RunOptions, password: str | None) -> triggers.Trigger:
-    """The trigger the options ask for: ssh, the console (login and/or command), or passive."""
+    """The trigger the options ask for: a push (over ssh or the console), ssh, the console
+    (login and/or command), or passive."""
+    if opts.push:
+        if opts.command:
+            raise KexectestError("--push runs the pushed agent itself: leave out --command (the "
+                                 "load options go to `kexectest run` directly)", Exit.USAGE)
+        common = dict(payload=opts.payload_elf, via=opts.via, options=opts.load_options,
+                      agent=opts.push_agent)
+        if opts.ssh:
+            return triggers.SshPush(opts.ssh, ssh_options=opts.ssh_options, **common)
+        return triggers.Push(user=opts.login, password=password, prompt=opts.prompt,
+                             login_timeout=opts.login_timeout, **common)
     if opts.ssh:
         if not opts.command:
             raise KexectestError("--ssh needs --command (what to run on the target)", Exit.USAGE)
-        return triggers.SshTrigger(opts.ssh, opts.command)
+        return triggers.SshTrigger(opts.ssh, opts.command, opts.ssh_options)
     if opts.login or opts.command:
         return triggers.ConsoleLogin(user=opts.login, password=password, prompt=opts.prompt,
                                      command=opts.command, login_timeout=opts.login_timeout)
@@ -107,6 +125,10 @@ def run_session(opts: RunOptions, console: Console | None = None) -> SessionResu
     bundle is written, its path in the message)."""
     password = opts.password if opts.password is not None else triggers.resolve_password(
         opts.password_env, opts.login, interactive=sys.stdin.isatty())
+    if opts.push and opts.payload_elf is None:
+        from ..payload.build import ensure_built  # the pushed payload: the built one
+
+        opts = dataclasses.replace(opts, payload_elf=ensure_built())
     payload = _load_payload(opts.payload_elf)
     settings = SerialSettings(opts.serial_url, opts.baud, opts.parity, opts.rtscts,
                               opts.xonxoff)
@@ -160,7 +182,7 @@ def _finish(opts, cap, payload, error, trigger, trigger_failed, password) -> Ses
     if reason == "command-failed" and error is None:
         detail = cap.stop_detail if trigger_failed else (
             "the command failed on the target (the shell prompt came back): "
-            + _quote_failure(cap, opts.command))
+            + _quote_failure(cap, trigger.command or opts.command))
         error = KexectestError(detail, Exit.TARGET_COMMAND)
     problems = [p for p in (error, cap.write_error) if p is not None]
     if error is cap.write_error and error is not None:
@@ -193,7 +215,9 @@ def _finish(opts, cap, payload, error, trigger, trigger_failed, password) -> Ses
         "serial": SerialSettings(opts.serial_url, opts.baud, opts.parity, opts.rtscts,
                                  opts.xonxoff).to_dict(),
         "mode": trigger.mode, "target": {"login": opts.login, "ssh": opts.ssh,
-                                         "command": opts.command, "prompt": opts.prompt},
+                                         "command": trigger.command or opts.command,
+                                         "prompt": opts.prompt},
+        **trigger.environment(),
         "timings": timings, "stop": {"reason": reason, "detail": cap.stop_detail},
         "bytes": cap.bytes, "lines": cap.lines, "scrubbed_lines": cap.scrubbed_lines,
         "payload": None, "verdict": result.verdict if result is not None else None,

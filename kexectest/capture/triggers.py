@@ -3,7 +3,8 @@ log in and run a command over the serial console (pexpect), run it over ssh, or 
 
 A trigger takes the target up to the hand-off and arms the capture (`start`), is asked at every
 wake-up of the capture loop whether it failed (`check`), and is ended with the run (`close`).
-A new way (a push over the network, a BMC's virtual media, ...) is one more subclass.
+A new way (a BMC's virtual media, ...) is one more subclass.  `Push` and `SshPush` bring the
+target agent and the payload with them (capture/push.py): nothing need be installed there.
 
 Why pexpect over our own Port: every byte pexpect reads goes through `Capture.feed` first, so the
 kernel's last words before the payload starts land in console.raw like everything else.  The
@@ -26,7 +27,7 @@ from pexpect.spawnbase import SpawnBase
 
 from ..errors import Exit, KexectestError
 from ..fsutil import os_error
-from . import process
+from . import process, push
 from .capture import WRITE_FAILED, Capture
 from .transport import Port, SerialLost
 
@@ -144,11 +145,20 @@ def login(spawn: ConsoleSpawn, *, user: str | None, password: str | None, prompt
         elif idx == 2:
             raise KexectestError(f"login incorrect for user {user!r}", Exit.LAB_STAGE)
         else:
-            try:  # a real prompt waits for input; a kernel line cut at "#" goes on
-                more = spawn.read_nonblocking(spawn.maxread, timeout=PROMPT_QUIET_S)
-            except pexpect.TIMEOUT:
-                stage("shell prompt reached")
-                return
+            # a real prompt waits for input; a kernel line cut at "#" goes on.  What follows
+            # may be a second prompt (a newline that was already waiting, a restored guest's):
+            # a prompt again, then quiet, is as good
+            more = b""
+            while True:
+                try:
+                    more += spawn.read_nonblocking(spawn.maxread, timeout=PROMPT_QUIET_S)
+                except pexpect.TIMEOUT:
+                    if more and not prompt_re.search(more.replace(b"\r", b"")):
+                        break
+                    stage("shell prompt reached")
+                    return
+                if not prompt_re.search(more.replace(b"\r", b"")):
+                    break
             spawn.buffer = spawn.buffer + more
 
 
@@ -165,6 +175,11 @@ class Trigger(abc.ABC):
     """How the machine under test is made to kexec into the payload."""
 
     mode = "passive"  # environment.json's "mode"
+    command: str | None = None  # the command line that starts the kexec on the target, if any
+    # environment.json's "target_agent": what ran on the target -- "installed" (the target's
+    # own kexectest or command), "pushed" (the Python agent we sent), "shell" (the shell
+    # agent we sent), None (nothing we started)
+    target_agent: str | None = None
 
     @abc.abstractmethod
     def start(self, port: Port, capture: Capture, stage: Stage) -> None:
@@ -177,6 +192,10 @@ class Trigger(abc.ABC):
 
     def close(self) -> None:
         """End whatever the trigger started (always called, also after a failure)."""
+
+    def environment(self) -> dict:
+        """What the trigger adds to environment.json."""
+        return {"target_agent": self.target_agent}
 
 
 class Passive(Trigger):
@@ -195,6 +214,7 @@ class ConsoleLogin(Trigger):
         self.user, self.password, self.prompt = user, password, prompt
         self.command, self.login_timeout = command, login_timeout
         self.mode = "serial-command" if command else "serial-login"
+        self.target_agent = "installed" if command else None
 
     def start(self, port: Port, capture: Capture, stage: Stage) -> None:
         spawn = ConsoleSpawn(port, capture)
@@ -213,12 +233,14 @@ class SshTrigger(Trigger):
     runs in its own session and is ended whole with the run."""
 
     mode = "ssh"
+    target_agent = "installed"
 
     LOG_NAME = "ssh.log"  # in the run directory: ssh's and the command's output
 
-    def __init__(self, host: str, command: str):
+    def __init__(self, host: str, command: str, options: list[str] = ()):
         self.host = host
         self.command = command
+        self.options = list(options)  # more ssh options (-o Port=2222, -i KEY, ...)
         self.log_path: Path | None = None
         self.proc: process.Command | None = None
         self._log = None
@@ -234,7 +256,8 @@ class SshTrigger(Trigger):
             raise os_error(self.log_path, exc, "create") from None
         try:
             self.proc = process.Command(
-                [ssh, "-o", "BatchMode=yes", "-o", "ConnectTimeout=15", self.host, self.command],
+                [ssh, "-o", "BatchMode=yes", "-o", "ConnectTimeout=15", *self.options, self.host,
+                 self.command],
                 output=self._log)
         except OSError as exc:
             raise KexectestError(f"cannot start ssh: {exc.strerror}", Exit.MISSING_TOOL) \
@@ -275,3 +298,80 @@ class SshTrigger(Trigger):
                 self._log.close()
             except OSError:
                 pass
+
+
+class Push(Trigger):
+    """Log in over the serial console, push the target agent and the payload through it, and
+    run them there: the target needs a shell and Python 3.6+ or kexec-tools, nothing else."""
+
+    mode = "serial-push"
+
+    def __init__(self, *, user: str | None, password: str | None, prompt: str,
+                 login_timeout: float, payload: Path, via: str | None, options: dict,
+                 agent: str = "auto"):
+        self.user, self.password, self.prompt = user, password, prompt
+        self.login_timeout = login_timeout
+        self.payload, self.via, self.options, self.agent = payload, via, dict(options), agent
+        self.stats: push.PushStats | None = None
+
+    def start(self, port: Port, capture: Capture, stage: Stage) -> None:
+        spawn = ConsoleSpawn(port, capture)
+        login(spawn, user=self.user, password=self.password, prompt=self.prompt,
+              timeout=self.login_timeout, stage=stage)
+        pusher = push.ConsolePush(spawn, stage=stage)
+        self.stats = pusher.stats
+        tools = pusher.probe(push.need_kib(push.largest_files(self.payload)))
+        plan, extra = push.plan_push(tools, self.payload, self.options, via=self.via,
+                                     agent=self.agent)
+        self.target_agent = "pushed" if plan.agent == "python" else "shell"
+        pusher.start_receiver(tools)
+        pusher.push(plan.files)
+        stage(f"pushed {len(plan.files)} files to {tools.directory} in {self.stats.seconds:.1f} s")
+        self.command = plan.command(tools, extra)
+        # the receiver's shell prompt comes back first: from here on a prompt means the agent
+        # failed, so it must be the one after the agent's command
+        login(spawn, user=None, password=None, prompt=self.prompt, timeout=self.login_timeout)
+        run_command(spawn, self.command, self.prompt)
+        stage(f"{'Python' if plan.agent == 'python' else 'shell'} agent started; capturing")
+
+    def environment(self) -> dict:
+        return {"target_agent": self.target_agent,
+                "push": self.stats.to_dict() if self.stats is not None else None}
+
+
+class SshPush(Trigger):
+    """The push over ssh: the files go over ssh's own channel and are checked on the target,
+    then the agent runs there over ssh (as SshTrigger runs a command) while the serial console
+    is captured."""
+
+    mode = "ssh-push"
+
+    def __init__(self, host: str, *, payload: Path, via: str | None, options: dict,
+                 agent: str = "auto", ssh_options: list[str] = ()):
+        self.host, self.payload, self.via, self.options = host, payload, via, dict(options)
+        self.agent, self.ssh_options = agent, list(ssh_options)
+        self.stats = push.PushStats()
+        self.inner: SshTrigger | None = None
+
+    def start(self, port: Port, capture: Capture, stage: Stage) -> None:
+        stage(f"push: looking at {self.host} over ssh")
+        tools = push.ssh_probe(self.host, self.ssh_options,
+                               push.need_kib(push.largest_files(self.payload)))
+        plan, extra = push.plan_push(tools, self.payload, self.options, via=self.via,
+                                     agent=self.agent)
+        self.target_agent = "pushed" if plan.agent == "python" else "shell"
+        stage(f"push: {len(plan.files)} files over ssh to {tools.directory}")
+        push.ssh_push(self.host, self.ssh_options, tools, plan.files, self.stats)
+        self.command = plan.command(tools, extra)
+        self.inner = SshTrigger(self.host, self.command, self.ssh_options)
+        self.inner.start(port, capture, stage)
+
+    def check(self, capture: Capture) -> str | None:
+        return self.inner.check(capture) if self.inner is not None else None
+
+    def close(self) -> None:
+        if self.inner is not None:
+            self.inner.close()
+
+    def environment(self) -> dict:
+        return {"target_agent": self.target_agent, "push": self.stats.to_dict()}

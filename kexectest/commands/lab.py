@@ -91,15 +91,23 @@ def _from_lab_file(path: Path, name: str) -> tuple[dict, dict, float | None, lis
 @click.option("--config", "config", type=(click.Path(dir_okay=False, path_type=Path), str),
               default=None, metavar="FILE NAME",
               help="Take machine NAME from lab file FILE (options given here win).")
+@click.option("--agent", type=click.Choice(["auto", "python", "shell", "9p"]), default="auto",
+              show_default=True,
+              help="How the payload gets into the guest: pushed with the target agent, as "
+                   "`kexectest run --push` does on hardware (auto: the Python agent for the "
+                   "syscall loader, in a guest given a Python; the shell agent for kexec-tools, "
+                   "in the lab's minimal guest; 9p where the guest needs the host share: "
+                   "--driver, Linux from a CD), or 9p: the host's kexectest over a 9p share.")
 @click.option("--cold", is_flag=True,
               help="Boot Linux in full instead of restoring this machine shape's saved state "
                    "(the first run of a shape saves one; a line on stderr says which was done).")
 @click.option("--quiet", is_flag=True, help="Only the verdict line and the bundle path.")
 @click.option("--json", "json_output", is_flag=True, help="Print report.json on stdout.")
 def run_cmd(machine, memory, smp, disks, accel, disk_bus, drivers, loader, firmware, baseline,
-            payload, out_dir, timeout, max_time, config, cold, quiet, json_output, **options):
+            payload, out_dir, timeout, max_time, config, agent, cold, quiet, json_output,
+            **options):
     """Boot a virtual machine, kexec into the payload from its Linux exactly as on hardware
-    (log in on the serial console, run `kexectest load ... --exec --yes`), collect and analyse
+    (log in on the serial console, push the target agent and run it), collect and analyse
     the trace, and write the bundle.  Exit status: the verdict's code."""
     from ..lab.runner import run_virtual
 
@@ -133,7 +141,7 @@ def run_cmd(machine, memory, smp, disks, accel, disk_bus, drivers, loader, firmw
         shape, loader=via, out_dir=out_dir, timeout=timeout or file_timeout or 60.0,
         overall_timeout=max_time, console=console, payload=payload, args=list(args),
         quiet=quiet, json_output=json_output, command_line=["kexectest", *sys.argv[1:]],
-        log=lambda msg: click.echo(msg, err=True), cold=cold,
+        log=lambda msg: click.echo(msg, err=True), cold=cold, agent=agent,
         drivers=list(drivers) or file_drivers,
         baseline=file_baseline if baseline is None else baseline, **cfg)
     if hasattr(result, "baseline"):

@@ -40,9 +40,7 @@ _KIND_PARAMS = {
 
 def _click_option(o: Option):
     decl = f"{o.cli}/--no-{o.cli[2:]}" if o.kind == "switch" else o.cli
-    implies = f"; implies {BY_NAME[o.implies].cli}" if o.implies else ""
-    return click.option(decl, o.name, default=None, **_KIND_PARAMS[o.kind],
-                        help=f"{o.help}{implies}. Payload default: {o.default_text}.")
+    return click.option(decl, o.name, default=None, **_KIND_PARAMS[o.kind], help=o.help_line)
 
 
 _CONFIG_PARAMS = [_click_option(o) for o in OPTIONS]
@@ -53,6 +51,16 @@ def config_options(func):
     for opt in reversed(_CONFIG_PARAMS):
         func = opt(func)
     return func
+
+
+def config_options_without(*names):
+    """The same, but for the named options (a command whose own option has that name)."""
+    def decorate(func):
+        for o, opt in reversed(list(zip(OPTIONS, _CONFIG_PARAMS))):
+            if o.name not in names:
+                func = opt(func)
+        return func
+    return decorate
 
 
 @click.command("build")

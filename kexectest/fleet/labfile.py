@@ -22,7 +22,8 @@ from ..payload.options import LAB_KEYS
 
 # key -> accepted types, per table.  One table of facts, not code paths.
 _SERIAL = {"url": str, "baud": int, "parity": str, "rtscts": bool, "xonxoff": bool}
-_TRIGGER = {"kind": str, "login": str, "password_env": str, "prompt": str, "command": str, "ssh": str}
+_TRIGGER = {"kind": str, "login": str, "password_env": str, "prompt": str, "command": str, "ssh": str,
+            "push": bool}
 _LOAD = {"via": str, "payload": str, "args": list, **LAB_KEYS}  # + every payload option
 _POWER = {"on": str, "off": str, "cycle": str, "timeout": (int, float)}
 # disk_bus is part of the machine's shape (lab/diskbus.py); drivers are guest kernel modules
@@ -62,6 +63,7 @@ class Trigger:
     prompt: str = r"[#$] ?$"
     command: str | None = None
     ssh: str | None = None
+    push: bool = False  # send the target agent and the payload (docs/target-agent.md)
 
 
 @dataclass
@@ -309,6 +311,15 @@ def _validate(m: Machine, loc: _Locator, idx: int) -> None:
             raise bad("labgrid", "labgrid needs a place or tags")
     elif not m.serial.url:
         raise bad("serial", "no serial.url (and no qemu or labgrid table)")
+    if m.trigger.push and m.trigger.command:
+        raise bad("push", "trigger.push runs the pushed agent itself: leave out trigger.command "
+                          "(load options go in the load table)")
+    if m.trigger.push and via == "direct" and m.qemu is None:
+        raise bad("via", "load.via = \"direct\" boots the payload without Linux (virtual "
+                         "machines only): nothing to push")
+    if m.trigger.push and m.trigger.kind == "manual":
+        raise bad("push", "trigger.push needs a console login or ssh (kind \"console\" or "
+                          "\"ssh\"), not kind \"manual\"")
     if m.trigger.kind == "ssh" and not m.trigger.ssh:
         raise bad("kind", "trigger.kind = \"ssh\" needs trigger.ssh = \"user@host\"")
     if m.baseline and (m.qemu is None or m.load.get("via") == "direct"):

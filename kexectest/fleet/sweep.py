@@ -174,8 +174,21 @@ def _call_hardware(m: Machine, out: Path, console, command_line: list[str], seri
         password_env=m.trigger.password_env, prompt=m.trigger.prompt,
         command=m.trigger.command if m.trigger.kind != "manual" else None,
         ssh=m.trigger.ssh if m.trigger.kind == "ssh" else None,
-        timeout=m.timeout, out_dir=out, quiet=True, command_line=command_line)
+        timeout=m.timeout, out_dir=out, quiet=True, command_line=command_line,
+        **_push_options(m))
     return run_session(opts, console=None)
+
+
+def _push_options(m: Machine) -> dict:
+    """A machine whose trigger pushes the agent: its load table goes to the pushed agent."""
+    if not m.trigger.push:
+        return {}
+    from ..payload.options import CONFIG_OPTION_NAMES, lab_values
+
+    load = lab_values({k: v for k, v in m.load.items() if k in CONFIG_OPTION_NAMES})
+    payload = m.load.get("payload")
+    return {"push": True, "via": m.load.get("via"), "load_options": load,
+            "payload_elf": Path(payload) if payload else None}
 
 
 class Sweep:

@@ -2,10 +2,16 @@
 
 The runner only adds what a lab on a desk would: a machine to power on (QEMU, restored from its
 shape's saved state when there is one: lab/warmstate.py) and its console address.  Logging in,
-running `kexectest load ... --exec --yes`, capturing, analysing and bundling are
-`kexectest.session.run_session`, exactly as `kexectest run --serial URL`.  Guest kernel modules
-a run asks for (lab/drivers.py) are loaded on the same command line, before `kexectest load`:
-after the login, so after a warm start's restore.
+pushing the target agent and the payload and running them (`kexectest run --push`: the guest
+needs nothing of kexectest), capturing, analysing and bundling are
+`kexectest.session.run_session`, exactly as `kexectest run --serial URL --login root --push`.
+
+The lab's guest is a minimal target, busybox and kexec-tools: the push gives it the shell agent.
+The `syscall` loader needs the Python agent, so those runs boot the guest with a Python
+(lab/guest_python.py).  `agent="9p"` is the way before the push: the host's own kexectest over
+a 9p share, typed as `kexectest load ... --exec --yes`.
+Guest kernel modules a run asks for (lab/drivers.py) are loaded on the same command line,
+before the agent: after the login, so after a warm start's restore.
 """
 
 from __future__ import annotations
@@ -25,12 +31,16 @@ from ..payload import bootimage
 from . import diskbus, warmstate
 from . import drivers as guest_drivers
 from . import firmware as fw
+from . import guest_python
 from . import image as lab_image
 from .linuxcd import linux_cd
 from .qemu import Qemu
 from .shape import Shape
 
 LOADERS = ("syscall", "kexec-tools", "direct")
+# how the payload gets into the guest: pushed (the agent the loader needs: "auto"; or the Python
+# or shell agent by name), or the host's kexectest over 9p
+AGENTS = ("auto", "python", "shell", "9p")
 BOOT_BUDGET_S = 180.0  # QEMU start -> login -> `kexectest load` under TCG, with a wide margin
 GUEST_HIDDEN = ("proc", "sys", "dev", "run")  # the guest mounts its own over the host's
 CONFIG_KEYS = CONFIG_OPTION_NAMES  # the payload options (payload/options.py), as keywords
@@ -110,7 +120,7 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
                 overall_timeout: float | None = None, image: lab_image.LabImage | None = None,
                 log=None, cold: bool = False, disk_bus: str | None = None,
                 drivers: list[str] | tuple = (), boot_image: Path | None = None,
-                post: bool = False, **config):
+                post: bool = False, agent: str = "auto", **config):
     """Run the payload on one virtual machine and return the session's SessionResult.
 
     `machine`: "pc"/"q35", a dict or an object with machine/memory/smp/disks/accel/firmware;
@@ -124,6 +134,8 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
     `drivers`: guest kernel modules loaded before `kexectest load`, with what they and the
     disks need (lab/drivers.py).  `boot_image`, `post` (run_baseline's): the payload's disk
     image as the first disk, and a POST run booting it with every device the Linux run has.
+    `agent`: AGENTS -- "auto" pushes the Python agent for `syscall` and the shell agent for
+    `kexec-tools`, and is "9p" where the guest needs the host share (drivers, Linux from a CD).
     """
     from ..capture.session import RunOptions, run_session
 
@@ -134,9 +146,12 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
                             accel=accel, firmware=firmware, payload=payload, args=args,
                             command_line=command_line, quiet=quiet, json_output=json_output,
                             redact=redact, overall_timeout=overall_timeout, image=image,
-                            log=log, disk_bus=disk_bus, drivers=drivers, **config)
+                            log=log, disk_bus=disk_bus, drivers=drivers, agent=agent, **config)
     if loader not in LOADERS:
         raise KexectestError(f"lab: loader must be one of {', '.join(LOADERS)}, not {loader!r}",
+                             Exit.CONFIG)
+    if agent not in AGENTS:
+        raise KexectestError(f"lab: agent must be one of {', '.join(AGENTS)}, not {agent!r}",
                              Exit.CONFIG)
     shape = Shape.of(machine, memory=memory or memory_mib, smp=smp, disks=disks, accel=accel,
                      disk_bus=disk_bus, firmware=firmware)
@@ -145,6 +160,19 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
         raise KexectestError("lab: drivers are loaded by the lab's Linux, and the direct loader "
                              "boots the payload without it", Exit.CONFIG)
     firm = fw.get(shape.firmware)
+    # what only the host share gives the guest: the kernel's modules (read from the lab cache),
+    # and Linux booted from a CD (the pushed agents' guests are booted by -kernel)
+    needs_share = [why for why, yes in (("guest drivers", bool(drivers)),
+                                        (f"Linux from a CD under {firm.name}",
+                                         not firm.kernel_boot)) if yes]
+    if agent == "auto":
+        agent = ("9p" if needs_share else "python" if loader == "syscall" else "shell")
+    if needs_share and agent in ("python", "shell") and loader != "direct":
+        raise KexectestError(f"lab: {' and '.join(needs_share)} come over the host share: "
+                             "--agent 9p (or auto)", Exit.CONFIG)
+    if agent == "shell" and loader == "syscall":
+        raise KexectestError("lab: the shell agent loads through kexec-tools only: "
+                             "--loader kexec-tools, or --agent python", Exit.CONFIG)
     if loader != "direct" and shape.machine not in firm.linux_machines:
         raise KexectestError(f"lab: Linux + kexec under firmware {firm.name} runs on "
                              f"{', '.join(firm.linux_machines)} only, not {shape.machine} "
@@ -189,7 +217,7 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
             q = Qemu(kernel=elf_run, disks=_lab_disks(img, shape), **common)
             boot = "-kernel (multiboot)"
         opts = RunOptions(serial_url="", payload_elf=elf_run, **session)
-    else:
+    elif agent == "9p":
         img = image or lab_image.build_image(log=log)
         lab_image.compile_tree()  # the guest imports this tree's kexectest, read-only
         prefix = None
@@ -211,6 +239,21 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
                           prompt=lab_image.PROMPT_RE,
                           command=(prefix or "") + guest_command(elf, loader, cfg, list(args)),
                           payload_elf=elf, **session)
+    else:
+        if args:
+            raise KexectestError("lab: args (more `kexectest load` words) go to an installed "
+                                 "kexectest: agent=\"9p\"", Exit.CONFIG)
+        img = image or lab_image.build_image(log=log)
+        if agent == "python":
+            img = guest_python.python_image(img, log=log)
+        # no host share: what the guest runs arrives by the push, as on hardware
+        drives = [*([boot_image] if boot_image else []), *_lab_disks(img, shape)]
+        q = Qemu(kernel=img.kernel, initrd=img.initrd, append=img.cmdline, disks=drives,
+                 share_host=False, **common)
+        boot = "Linux by -kernel"
+        opts = RunOptions(serial_url="", login=img.login, password=img.password,
+                          prompt=lab_image.PROMPT_RE, push=True, push_agent=agent, via=loader,
+                          load_options=lab_values(config), payload_elf=elf, **session)
 
     bus = diskbus.bus_of(shape.machine, shape.disk_bus).name
     log(f"starting QEMU ({shape.machine}, {shape.memory} MiB, {shape.smp} CPU, "
@@ -229,6 +272,7 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
         opts.extra_environment = {"lab": {
             "machine": dataclasses.asdict(shape), "accel": q.accel, "loader": loader,
             "firmware": shape.firmware, "boot": boot, "post": post,
+            "agent": agent if loader != "direct" else None,
             "qemu_pid": q.pid, "qemu_argv": q.argv_used, "command": opts.command,
             "image": str(img.directory) if img and img.directory else None, "disk_bus": bus,
             "drivers": plan.environment() if plan else None,

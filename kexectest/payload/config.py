@@ -1,12 +1,12 @@
 """The payload's 64-byte configuration block `kt_config` (docs/payload.md): its layout and flags.
 
 The host patches it before a load (payload/patch.py); the payload reads it at entry.
+Standard library only and Python 3.6 syntax: the target agent carries this module
+(target/pack.py, docs/target-agent.md).
 """
 
-from __future__ import annotations
-
 import struct
-from dataclasses import dataclass
+from collections import namedtuple
 
 CONFIG_MAGIC = b"KTCF"
 CONFIG_SIZE = 64
@@ -24,24 +24,18 @@ _CONFIG_FMT = struct.Struct("<4sHHHHIHHHBB32sH6s")
 assert _CONFIG_FMT.size == CONFIG_SIZE
 
 
-@dataclass(frozen=True)
-class Config:
-    """The 64-byte `kt_config` block, field for field (docs/payload.md)."""
+_FIELDS = ("magic layout_version block_size uart_base uart_divisor flags hang_step reset_step "
+           "debug_exit_port pic_mask_master pic_mask_slave skip max_drives reserved")
 
-    magic: bytes
-    layout_version: int
-    block_size: int
-    uart_base: int
-    uart_divisor: int
-    flags: int
-    hang_step: int
-    reset_step: int
-    debug_exit_port: int
-    pic_mask_master: int
-    pic_mask_slave: int
-    skip: frozenset[int]
-    max_drives: int
-    reserved: bytes
+
+class Config(namedtuple("Config", _FIELDS)):
+    """The 64-byte `kt_config` block, field for field (docs/payload.md); `skip` is the frozenset
+    of skipped step indices.  Immutable: `replace(**changes)` gives a changed copy."""
+
+    __slots__ = ()
+
+    def replace(self, **changes) -> "Config":
+        return self._replace(**changes)
 
     @classmethod
     def unpack(cls, raw: bytes) -> "Config":
@@ -60,7 +54,8 @@ class Config:
             self.max_drives, self.reserved)
 
     @property
-    def baud(self) -> int | None:
+    def baud(self):
+        """The baud rate the divisor gives (None when the divisor is 0)."""
         return 115200 // self.uart_divisor if self.uart_divisor else None
 
     def flag(self, bit: int) -> bool:

@@ -20,26 +20,24 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from ..errors import Exit, KexectestError
-from .config import CONFIG_MAGIC, CONFIG_SIZE, MAX_SKIP_STEPS, Config
-
-PAGE = 0x1000
-KT_BASE_DEFAULT = 0x20000
-MAX_KEXEC_SEGMENTS = 16
-LOW_MEMORY_TOP = 0xA0000  # 640 KiB: above is the EBDA/VGA/ROM hole
-# Memory a kexec hand-off or the BIOS needs left alone (start, end exclusive, why).
-RESERVED_LOW = (
-    (0x0, 0x500, "the real-mode IVT and BIOS data area"),
-    (0x1000, 0x2000, "kexec-tools' boot notes"),
-    (0x9000, 0x12000, "kexec-tools' purgatory"),
+from . import layout
+from .config import CONFIG_MAGIC, CONFIG_SIZE, Config
+from .layout import (  # noqa: F401  (the payload package's names for them)
+    KT_BASE_DEFAULT,
+    LOW_MEMORY_TOP,
+    MAX_KEXEC_SEGMENTS,
+    PAGE,
+    PAYLOAD_MAX,
+    RESERVED_LOW,
+    STEP_META_SECTION,
+    page_ceil,
+    page_floor,
 )
-PAYLOAD_MAX = 60 * 1024  # docs/payload.md: the rest of the 64 KiB segment is the stack
 
-_STEP_FMT = struct.Struct("<HBBHH4IHHIHH")
-assert _STEP_FMT.size == 36
+_STEP_FMT = layout.STEP_ROW
 
 # What the STEP macro writes about each row into a section that is never loaded
 # (docs/payload.md): a format string, then id, title, fn, need per row.
-STEP_META_SECTION = ".kt_step_meta"
 STEP_META_FORMAT = "kt-step-meta 1"
 STEP_NEEDS = ("required", "optional")
 # The input registers a row's `fn` may name: register -> (row field, shift, bits).
@@ -248,14 +246,7 @@ class PayloadImage:
 
     def step_index(self, name_or_number: str | int) -> int:
         """A step's row index from its id ("e820") or number ("12", "012")."""
-        names = [s.name for s in self.steps]
-        key = str(name_or_number).strip()
-        if key.isdigit() and int(key) < len(self.steps):
-            return int(key)
-        if key in names:
-            return names.index(key)
-        known = ", ".join(names) if names else "none"
-        raise KexectestError(f"unknown step '{name_or_number}' (known: {known})", Exit.UNKNOWN_STEP)
+        return layout.step_index((s.name for s in self.steps), name_or_number)
 
     def step_name(self, index: int) -> str | None:
         return self.steps[index].name if 0 <= index < len(self.steps) else None
@@ -263,60 +254,8 @@ class PayloadImage:
     # -- checks ----------------------------------------------------------------------------------
 
     def checks(self) -> list[tuple[str, str]]:
-        """(level, message) pairs; level is "error", "warning" or "ok"."""
-        out: list[tuple[str, str]] = []
-        if not self.segments:
-            return [("error", "no load segments")]
-        if len(self.segments) > MAX_KEXEC_SEGMENTS:
-            out.append(("error", f"{len(self.segments)} load segments; kexec_load takes at most 16"))
-        for n, s in enumerate(self.segments):
-            lo, hi = s.paddr, s.paddr + s.memsz
-            rlo, rhi = page_floor(lo), page_ceil(hi)
-            where = f"segment {n} [{lo:#x}-{hi:#x})"
-            bad = False
-            if hi > LOW_MEMORY_TOP:
-                out.append(("error", f"{where} reaches above 640 KiB ({LOW_MEMORY_TOP:#x})"))
-                bad = True
-            for r_lo, r_hi, why in RESERVED_LOW:
-                if rlo < r_hi and r_lo < rhi:
-                    out.append(("error", f"{where} overlaps {r_lo:#x}-{r_hi - 1:#x}, {why}"))
-                    bad = True
-            if not (self.kt_base <= lo and hi <= self.kt_base + 0x10000):
-                out.append(("error", f"{where} is not inside the 64 KiB real-mode segment at "
-                                     f"KT_BASE {self.kt_base:#x}"))
-                bad = True
-            elif hi - self.kt_base > PAYLOAD_MAX:
-                out.append(("error", f"{where} uses {hi - self.kt_base} bytes from KT_BASE; at most "
-                                     f"{PAYLOAD_MAX} leave room for the stack"))
-                bad = True
-            if lo % PAGE:
-                out.append(("warning", f"{where} is not page-aligned; the loader loads it from "
-                                       f"{rlo:#x}"))
-            if not bad:
-                out.append(("ok", f"{where} memsz {s.memsz} below 640 KiB, clear of reserved "
-                                  f"low memory, pages {rlo:#x}-{rhi:#x}"))
-        for name, addr in (("kt_entry32", self.entry32), ("kt_entry64", self.entry64)):
-            if addr is None:
-                out.append(("warning", f"no {name} symbol: cannot be loaded that way"))
-            elif not any(s.vaddr <= addr < s.vaddr + s.filesz for s in self.segments):
-                out.append(("error", f"{name} {addr:#x} is outside the loaded image"))
-        if self.entry32 != self.e_entry:
-            out.append(("warning", f"e_entry {self.e_entry:#x} differs from kt_entry32 "
-                                   f"{self.entry32:#x}"))
-        if self.config.layout_version != 1 or self.config.block_size != CONFIG_SIZE:
-            out.append(("warning", f"config layout {self.config.layout_version} size "
-                                   f"{self.config.block_size}; this kexectest knows layout 1/64"))
-        if self.build_id is None:
-            out.append(("warning", "no GNU build-id note: traces cannot be matched to this ELF"))
-        if b"\x02\xb0\xad\x1b" not in self.data[:8192]:
-            out.append(("warning", "no multiboot header in the first 8 KiB: QEMU -kernel "
-                                   "cannot boot it directly"))
-        if self.steps and not self.step_meta:
-            out.append(("warning", f"no step metadata ({STEP_META_SECTION}): reports cannot title "
-                                   "its steps or tell which services are optional"))
-        if len(self.steps) > MAX_SKIP_STEPS:
-            out.append(("error", f"{len(self.steps)} steps; the skip bitmap holds {MAX_SKIP_STEPS}"))
-        return out
+        """(level, message) pairs; level is "error", "warning" or "ok" (payload/layout.py)."""
+        return layout.checks(self)
 
     def to_dict(self) -> dict:
         return {
@@ -333,11 +272,3 @@ class PayloadImage:
             "steps": [{**dataclasses.asdict(s), "function": s.function} for s in self.steps],
             "checks": [{"level": lvl, "message": msg} for lvl, msg in self.checks()],
         }
-
-
-def page_floor(addr: int) -> int:
-    return addr & ~(PAGE - 1)
-
-
-def page_ceil(addr: int) -> int:
-    return (addr + PAGE - 1) & ~(PAGE - 1)

@@ -8,17 +8,18 @@ Adding a payload option is one row.  A row's kind says how its value is parsed, 
 argv words and typed in a lab file; a switch's `flag` is the kt_config bit patch.py sets or
 clears, so a new switch needs nothing else on the host.  A new kt_config field (a number, a
 step) also needs its line in patch.py, which says what it does to the block.
+
+Standard library only and Python 3.6 syntax: the target agent carries this module and builds
+its command line from `OPTIONS` (target/agent.py).
 """
 
-from __future__ import annotations
-
-from dataclasses import dataclass
+from collections import namedtuple
 
 from ..errors import Exit, KexectestError
 from .config import FLAG_DEBUG_EXIT, FLAG_E9, FLAG_INT19, FLAG_KEEP_UART, FLAG_MASK_NMI, FLAG_VGA
 
 # kind -> the TOML types a lab file may give it, and the words of its type in docs/lab-files.md
-KINDS: dict[str, tuple[tuple[type, ...], str]] = {
+KINDS = {
     "int": ((int,), "integer"),
     "port": ((str, int), 'I/O port: integer or string ("0x3f8")'),
     "step": ((str, int), "step id or number"),
@@ -27,14 +28,16 @@ KINDS: dict[str, tuple[tuple[type, ...], str]] = {
 }
 
 
-@dataclass(frozen=True)
-class Option:
-    name: str  # the patch keyword and lab-file key; --name-with-dashes on the command line
-    kind: str  # a key of KINDS
-    default: object  # what the built payload does without it (tests compare it with the ELF)
-    help: str
-    flag: int = 0  # a switch: its kt_config flag bit
-    implies: str | None = None  # a value given is also that switch's value (unless it is off)
+class Option(namedtuple("Option", "name kind default help flag implies")):
+    """One payload option.  name: the patch keyword and lab-file key (--name-with-dashes on the
+    command line); kind: a key of KINDS; default: what the built payload does without it (tests
+    compare it with the ELF); flag: a switch's kt_config flag bit; implies: a value given is
+    also that switch's value (unless it is off)."""
+
+    __slots__ = ()
+
+    def __new__(cls, name, kind, default, help, flag=0, implies=None):
+        return super().__new__(cls, name, kind, default, help, flag, implies)
 
     @property
     def cli(self) -> str:
@@ -48,7 +51,13 @@ class Option:
             return "none"
         return f"{self.default:#x}" if self.kind == "port" else str(self.default)
 
-    def argv(self, value) -> list[str]:
+    @property
+    def help_line(self) -> str:
+        """The option's help as every command line shows it."""
+        implies = f"; implies {BY_NAME[self.implies].cli}" if self.implies else ""
+        return f"{self.help}{implies}. Payload default: {self.default_text}."
+
+    def argv(self, value) -> list:
         """The words that give `kexectest load` this value."""
         if self.kind == "switch":
             return [self.cli if value else "--no-" + self.cli[2:]]
@@ -57,7 +66,7 @@ class Option:
         return [self.cli, hex(value) if self.kind == "port" else str(value)]
 
 
-OPTIONS: tuple[Option, ...] = (
+OPTIONS = (
     Option("uart_base", "port", 0x3F8,
            "UART I/O base the payload writes to (COM1 0x3f8, COM2 0x2f8)"),
     Option("baud", "int", 115200, "Payload baud rate (divides 115200)"),
@@ -83,7 +92,7 @@ SWITCH_FLAGS = {o.name: o.flag for o in OPTIONS if o.kind == "switch"}  # for pa
 LAB_KEYS = {o.name: KINDS[o.kind][0] for o in OPTIONS}  # a lab file's load keys -> TOML types
 
 
-def parse_number(text: str | int) -> int:
+def parse_number(text) -> int:
     """A number as people write ports: decimal, 0x-prefixed, or hex ending in 'h' (ValueError)."""
     if isinstance(text, int):
         return text
@@ -124,9 +133,9 @@ def config_kwargs(options: dict) -> dict:
     return kw
 
 
-def config_argv(kwargs: dict) -> list[str]:
+def config_argv(kwargs: dict) -> list:
     """The inverse of `config_kwargs`: command-line words for `kexectest load` on a target."""
-    argv: list[str] = []
+    argv = []
     for o in OPTIONS:
         value = kwargs.get(o.name)
         if value is None:

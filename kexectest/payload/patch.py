@@ -1,15 +1,13 @@
 """Patching a payload's configuration block: the options of `kexectest load`, `lab run` and lab
-files become a copy of the ELF with a different `kt_config`."""
+files become a copy of the ELF with a different `kt_config`.
 
-from __future__ import annotations
-
-import dataclasses
-from pathlib import Path
+`patched_config` and `patched_bytes` take either ELF reader's image (payload/image.py on the
+host, target/elf.py in the target agent): standard library only and Python 3.6 syntax, since
+the agent carries this module; `patch` (a file to a file) is the host's.
+"""
 
 from ..errors import Exit, KexectestError
-from ..fsutil import write_atomic
 from .config import CONFIG_SIZE, Config
-from .image import PayloadImage
 from .options import SWITCH_FLAGS
 
 
@@ -20,7 +18,7 @@ def _parse_baud(baud: int) -> int:
     return 115200 // baud
 
 
-def patched_config(img: PayloadImage, *, uart_base=None, baud=None, skip=(), hang_at=None,
+def patched_config(img, *, uart_base=None, baud=None, skip=(), hang_at=None,
                    reset_at=None, max_drives=None, **switches) -> Config:
     """The image's config block with the given changes (None = leave as built).  `switches`:
     the switch options of payload/options.py by name, True/False; `debug_exit` may also be a
@@ -29,7 +27,7 @@ def patched_config(img: PayloadImage, *, uart_base=None, baud=None, skip=(), han
     if unknown:
         raise TypeError(f"patched_config() got unexpected keyword argument(s) {unknown}")
     cfg = img.config
-    changes: dict = {}
+    changes = {}
     if uart_base is not None:
         if not 0 < uart_base <= 0xFFFF:
             raise KexectestError(f"UART base {uart_base:#x} is not an I/O port", Exit.BAD_INPUT)
@@ -59,15 +57,24 @@ def patched_config(img: PayloadImage, *, uart_base=None, baud=None, skip=(), han
         if value is not None:
             flags = flags | bit if value else flags & ~bit
     changes["flags"] = flags
-    return dataclasses.replace(cfg, **changes)
+    return cfg.replace(**changes)
 
 
-def patch(src: Path | str, dst: Path | str, **options) -> Path:
-    """Write a copy of `src` with its config block changed (options as `patched_config`)."""
-    img = PayloadImage.open(src)
-    cfg = patched_config(img, **options)
+def patched_bytes(img, **options) -> bytes:
+    """The image's file bytes with its config block changed (options as `patched_config`)."""
     data = bytearray(img.data)
-    data[img.config_offset:img.config_offset + CONFIG_SIZE] = cfg.pack()
+    data[img.config_offset:img.config_offset + CONFIG_SIZE] = patched_config(img, **options).pack()
+    return bytes(data)
+
+
+def patch(src, dst, **options):
+    """Write a copy of `src` with its config block changed (options as `patched_config`);
+    returns the destination Path."""
+    from pathlib import Path
+
+    from ..fsutil import write_atomic  # the host's: atomic, one-line errors
+    from .image import PayloadImage  # pyelftools: the host's reader
+
     dst = Path(dst)
-    write_atomic(dst, bytes(data))
+    write_atomic(dst, patched_bytes(PayloadImage.open(src), **options))
     return dst

@@ -4,20 +4,21 @@ Two paths: the raw `kexec_load` syscall through ctypes (no purgatory: the payloa
 in the kernel's own mode, 64-bit on x86_64), and kexec-tools' `kexec -l --type=elf-x86`.
 Preflight explains every refusal in one line before the kernel's bare errno would.
 Facts behind the numbers: /work/shared/notes/kexec-abi.md.
-"""
 
-from __future__ import annotations
+Standard library only and Python 3.6 syntax: the target agent carries this module
+(docs/target-agent.md); `kexectest load` and the agent load through the same code.
+"""
 
 import ctypes
 import errno as errno_mod
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
+from collections import namedtuple
 from pathlib import Path
 
 from ..errors import Exit, KexectestError
-from ..payload.image import PayloadImage, page_ceil, page_floor
+from ..payload.layout import page_ceil, page_floor
 
 KEXEC_ARCH_DEFAULT = 0
 CAP_SYS_BOOT = 22
@@ -30,14 +31,11 @@ SYSCALLS = {"x86_64": {"kexec_load": 246, "reboot": 169}, "i386": {"kexec_load":
 I386_MACHINES = ("i386", "i486", "i586", "i686")
 
 
-@dataclass(frozen=True)
-class KexecSegment:
+class KexecSegment(namedtuple("KexecSegment", "mem memsz buf")):
     """One page-aligned segment as handed to kexec_load: `buf` is padded to whole pages
     where the ELF segment did not start on one."""
 
-    mem: int
-    memsz: int
-    buf: bytes
+    __slots__ = ()
 
     @property
     def end(self) -> int:
@@ -52,12 +50,12 @@ def align_segment(paddr: int, data: bytes, memsz: int) -> KexecSegment:
     return KexecSegment(mem, end - mem, bytes(lead) + data)
 
 
-def plan_segments(parts: list[tuple[int, bytes, int]]) -> list[KexecSegment]:
+def plan_segments(parts) -> list:
     """Aligned segments for (paddr, file bytes, memsz) parts; parts that share a page after
     rounding are merged, since kexec_load refuses overlapping segments."""
     segs = sorted((align_segment(*p) for p in parts if max(p[2], len(p[1])) > 0),
                   key=lambda s: s.mem)
-    out: list[KexecSegment] = []
+    out = []
     for s in segs:
         if out and s.mem < out[-1].end:
             prev = out.pop()
@@ -73,7 +71,8 @@ def plan_segments(parts: list[tuple[int, bytes, int]]) -> list[KexecSegment]:
     return out
 
 
-def image_segments(img: PayloadImage) -> list[KexecSegment]:
+def image_segments(img) -> list:
+    """Aligned segments for an image of either reader (payload/image.py, target/elf.py)."""
     return plan_segments([(s.paddr, img.data[s.offset:s.offset + s.filesz], s.memsz)
                           for s in img.segments])
 
@@ -82,7 +81,7 @@ def kernel_machine() -> str:
     return os.uname().machine
 
 
-def entry_for(img: PayloadImage, machine: str | None = None) -> int:
+def entry_for(img, machine=None) -> int:
     """The payload's entry for this kernel: 64-bit on x86_64, 32-bit on i386."""
     machine = machine or kernel_machine()
     if machine == "x86_64":
@@ -99,23 +98,40 @@ def entry_for(img: PayloadImage, machine: str | None = None) -> int:
 # ---------------------------------------------------------------------------------------------
 # preflight
 
+# The one wording of each refusal and warning preflight knows; the shell agent's lines are made
+# from this table (target/shell.py), so both agents say the same thing about the same machine.
+MESSAGES = {
+    "not_root": "not root (euid {euid}): kexec needs CAP_SYS_BOOT; run as root",
+    "no_cap_sys_boot": "root without CAP_SYS_BOOT (a container or a capability bounding set "
+                       "drops it): kexec is not allowed here",
+    "no_kexec_in_kernel": "this kernel has no kexec support (no /sys/kernel/kexec_loaded; needs "
+                          "CONFIG_KEXEC)",
+    "load_disabled": "kexec is disabled: /proc/sys/kernel/kexec_load_disabled is 1 (only a "
+                     "reboot clears it)",
+    "lockdown": "kernel lockdown is '{lockdown}' (often from UEFI Secure Boot): kexec_load of an "
+                "unsigned image is refused",
+    "load_limit_spent": "kexec_load_limit_reboot is 0: no more kexec loads allowed",
+    "efi": "booted through UEFI: unless the firmware has a CSM, the payload will find no BIOS "
+           "to call",
+    "no_kexec_tools": "kexec-tools not installed ('kexec' not found: apt-get install "
+                      "kexec-tools)",
+}
 
-@dataclass
-class HostFacts:
+
+class HostFacts(namedtuple("HostFacts", "euid cap_sys_boot load_disabled lockdown "
+                                         "kexec_in_kernel load_limit_spent efi memmap")):
     """What decides whether the kernel will take a kexec image; read once, passed around, so the
-    message logic is testable without the files."""
+    message logic is testable without the files.
 
-    euid: int
-    cap_sys_boot: bool
-    load_disabled: bool | None
-    lockdown: str | None          # none / integrity / confidentiality, None if unknown
-    kexec_in_kernel: bool | None  # /sys/kernel/kexec_loaded present
-    load_limit_spent: bool
-    efi: bool
-    memmap: list[dict]            # /sys/firmware/memmap entries (start, end inclusive, type)
+    euid; cap_sys_boot; load_disabled (None: unknown); lockdown (none / integrity /
+    confidentiality, None if unknown); kexec_in_kernel (/sys/kernel/kexec_loaded present, None:
+    no /sys); load_limit_spent; efi; memmap (/sys/firmware/memmap entries: start, end
+    inclusive, type)."""
+
+    __slots__ = ()
 
 
-def _read(path: str) -> str | None:
+def _read(path: str):
     try:
         return Path(path).read_text().strip()
     except OSError:
@@ -143,7 +159,7 @@ def read_facts() -> HostFacts:
         efi=Path("/sys/firmware/efi").exists(), memmap=read_memmap())
 
 
-def check_ranges(segs: list[KexecSegment], memmap: list[dict]) -> list[tuple[str, str]]:
+def check_ranges(segs, memmap) -> list:
     """Each segment must lie inside one "System RAM" range and touch no other range."""
     out = []
     if not memmap:
@@ -163,41 +179,35 @@ def check_ranges(segs: list[KexecSegment], memmap: list[dict]) -> list[tuple[str
     return out
 
 
-def preflight(facts: HostFacts, segs: list[KexecSegment] | None, via: str) -> list[tuple[str, str]]:
-    """(level, message) list; any "error" means the kernel would refuse."""
-    out: list[tuple[str, str]] = []
+def preflight(facts: HostFacts, segs, via: str) -> list:
+    """(level, message) list; any "error" means the kernel would refuse (`segs` None: not
+    checked against memory, as for kexec-tools, which places the segments itself)."""
+    out = []
     if not facts.cap_sys_boot:
         if facts.euid != 0:
-            out.append(("error", f"not root (euid {facts.euid}): kexec needs CAP_SYS_BOOT; "
-                                 "run as root"))
+            out.append(("error", MESSAGES["not_root"].format(euid=facts.euid)))
         else:
-            out.append(("error", "root without CAP_SYS_BOOT (a container or a capability "
-                                 "bounding set drops it): kexec is not allowed here"))
+            out.append(("error", MESSAGES["no_cap_sys_boot"]))
     if facts.kexec_in_kernel is False:
-        out.append(("error", "this kernel has no kexec support (no /sys/kernel/kexec_loaded; "
-                             "needs CONFIG_KEXEC)"))
+        out.append(("error", MESSAGES["no_kexec_in_kernel"]))
     if facts.load_disabled:
-        out.append(("error", "kexec is disabled: /proc/sys/kernel/kexec_load_disabled is 1 "
-                             "(only a reboot clears it)"))
+        out.append(("error", MESSAGES["load_disabled"]))
     if facts.lockdown in ("integrity", "confidentiality"):
-        out.append(("error", f"kernel lockdown is '{facts.lockdown}' (often from UEFI Secure "
-                             "Boot): kexec_load of an unsigned image is refused"))
+        out.append(("error", MESSAGES["lockdown"].format(lockdown=facts.lockdown)))
     if facts.load_limit_spent:
-        out.append(("error", "kexec_load_limit_reboot is 0: no more kexec loads allowed"))
+        out.append(("error", MESSAGES["load_limit_spent"]))
     if facts.efi:
-        out.append(("warning", "booted through UEFI: unless the firmware has a CSM, the payload "
-                               "will find no BIOS to call"))
+        out.append(("warning", MESSAGES["efi"]))
     if segs is not None:
         if len(segs) > KEXEC_SEGMENT_MAX:
             out.append(("error", f"{len(segs)} segments; kexec_load takes at most 16"))
         out += check_ranges(segs, facts.memmap)
     if via == "kexec-tools" and shutil.which("kexec") is None:
-        out.append(("error", "kexec-tools not installed ('kexec' not found: apt-get install "
-                             "kexec-tools), or use --via syscall"))
+        out.append(("error", MESSAGES["no_kexec_tools"] + ", or use --via syscall"))
     return out
 
 
-def explain_errno(err: int, facts: HostFacts | None = None) -> str:
+def explain_errno(err: int, facts=None) -> str:
     """What a kexec_load errno means here, naming the cause where the facts tell it."""
     if err == errno_mod.EPERM:
         reasons = []
@@ -239,7 +249,7 @@ class _Segment(ctypes.Structure):
                 ("mem", ctypes.c_void_p), ("memsz", ctypes.c_size_t)]
 
 
-def _syscall_numbers() -> dict[str, int]:
+def _syscall_numbers() -> dict:
     abi = "x86_64" if ctypes.sizeof(ctypes.c_void_p) == 8 else "i386"
     if kernel_machine() not in ("x86_64",) + I386_MACHINES:
         raise KexectestError(f"kexec of this payload needs an x86 kernel, this one is "
@@ -253,7 +263,7 @@ def _libc():
     return libc
 
 
-def kexec_load(entry: int, segs: list[KexecSegment], facts: HostFacts | None = None) -> None:
+def kexec_load(entry: int, segs, facts=None) -> None:
     """The raw syscall; nr_segments 0 (an empty list) unloads."""
     nr = _syscall_numbers()["kexec_load"]
     keep = [ctypes.create_string_buffer(s.buf, len(s.buf)) for s in segs]
@@ -268,7 +278,7 @@ def kexec_load(entry: int, segs: list[KexecSegment], facts: HostFacts | None = N
         raise KexectestError(explain_errno(ctypes.get_errno(), facts), Exit.KEXEC_REFUSED)
 
 
-def unload(facts: HostFacts | None = None) -> None:
+def unload(facts=None) -> None:
     kexec_load(0, [], facts)
 
 
@@ -284,12 +294,17 @@ def reboot_kexec() -> None:
     raise KexectestError(f"reboot(KEXEC) returned {rc}: {os.strerror(err)}", Exit.KEXEC_REFUSED)
 
 
-def load_kexec_tools(elf: Path) -> None:
+def _run(argv) -> subprocess.CompletedProcess:
+    """A command's exit status and output as text (Python 3.6 has no capture_output)."""
+    return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, errors="replace")
+
+
+def load_kexec_tools(elf) -> None:
     exe = shutil.which("kexec")
     if exe is None:
-        raise KexectestError("kexec-tools not installed ('kexec' not found: apt-get install "
-                             "kexec-tools)", Exit.MISSING_TOOL)
-    proc = subprocess.run([exe, "-l", str(elf), "--type=elf-x86"], capture_output=True, text=True)
+        raise KexectestError(MESSAGES["no_kexec_tools"], Exit.MISSING_TOOL)
+    proc = _run([exe, "-l", str(elf), "--type=elf-x86"])
     if proc.returncode != 0:
         msg = next((ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()),
                    f"exit status {proc.returncode}")
@@ -301,7 +316,7 @@ def exec_kexec_tools() -> None:
     if exe is None:
         raise KexectestError("kexec-tools not installed ('kexec' not found)", Exit.MISSING_TOOL)
     os.sync()
-    proc = subprocess.run([exe, "-e"], capture_output=True, text=True)
+    proc = _run([exe, "-e"])
     msg = next((ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()),
                f"exit status {proc.returncode}")
     raise KexectestError(f"kexec -e returned: {msg}", Exit.KEXEC_REFUSED)

@@ -4,15 +4,15 @@ console just before kexec, so the collector can set the BIOS's answers after kex
 Each line stands alone (`KTSNAP <kind> key=value ... ~CCCC`, docs/snapshot-format.md): the block
 crosses a serial console shared with printk, so a line may be cut, interleaved or prefixed, and
 the parser keeps every line it can verify and drops the rest.
-"""
 
-from __future__ import annotations
+Standard library only and Python 3.6 syntax: the target agent carries this module, and the
+shell agent (target/shell.py) prints the same lines from the same tables.
+"""
 
 import os
 import platform
 import re
 import subprocess
-from collections.abc import Iterable
 from pathlib import Path
 
 from ..trace import checksum
@@ -41,14 +41,14 @@ _ESC_RE = re.compile(r'\\(x[0-9a-fA-F]{2}|.)')
 # collecting (on the machine under test)
 
 
-def _read(path: Path) -> str | None:
+def _read(path: Path) -> "str | None":
     try:
         return path.read_text(errors="replace").strip()
     except OSError:
         return None
 
 
-def read_memmap(root: Path = Path("/sys/firmware/memmap")) -> list[dict]:
+def read_memmap(root: Path = Path("/sys/firmware/memmap")) -> "list[dict]":
     """The firmware map as the kernel kept it at boot (CONFIG_FIRMWARE_MEMMAP)."""
     out = []
     try:
@@ -66,7 +66,7 @@ def read_memmap(root: Path = Path("/sys/firmware/memmap")) -> list[dict]:
     return out
 
 
-def _kmsg_messages(limit: int = 200_000) -> list[str] | None:
+def _kmsg_messages(limit: int = 200_000) -> "list[str] | None":
     """Every record still in the kernel log via /dev/kmsg (non-blocking), or None."""
     try:
         fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
@@ -92,13 +92,13 @@ def _kmsg_messages(limit: int = 200_000) -> list[str] | None:
     return msgs
 
 
-def read_e820() -> tuple[list[dict], str]:
+def read_e820() -> "tuple[list[dict], str]":
     """The boot-time BIOS-e820 lines from the kernel log: (entries, source)."""
     msgs, source = _kmsg_messages(), "kmsg"
     if msgs is None:
         try:
-            proc = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=10,
-                                  errors="replace")
+            proc = subprocess.run(["dmesg"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  universal_newlines=True, timeout=10, errors="replace")
             msgs, source = (proc.stdout.splitlines(), "dmesg") if proc.returncode == 0 else ([], "none")
         except (OSError, subprocess.TimeoutExpired):
             msgs, source = [], "none"
@@ -112,9 +112,9 @@ def read_e820() -> tuple[list[dict], str]:
     return out, source
 
 
-def read_edd(root: Path = Path("/sys/firmware/edd")) -> dict[str, dict[str, str]]:
+def read_edd(root: Path = Path("/sys/firmware/edd")) -> "dict[str, dict[str, str]]":
     """int13_devXX attributes the kernel got from the BIOS at boot (CONFIG_EDD)."""
-    out: dict[str, dict[str, str]] = {}
+    out = {}
     try:
         devs = sorted(d for d in root.iterdir() if d.name.startswith("int13_dev"))
     except OSError:
@@ -126,17 +126,19 @@ def read_edd(root: Path = Path("/sys/firmware/edd")) -> dict[str, dict[str, str]
             if v is not None:
                 vals[key] = "; ".join(x.strip() for x in v.splitlines() if x.strip())
         # present when edd.ko resolved the BIOS's device path to a PCI function
-        if (pci_dev := _link_name(d / "pci_dev")) is not None:
+        pci_dev = _link_name(d / "pci_dev")
+        if pci_dev is not None:
             vals["pci_dev"] = pci_dev
         out[d.name[len("int13_dev"):]] = vals
     return out
 
 
-def read_dmi(root: Path = Path("/sys/class/dmi/id")) -> dict[str, str]:
-    return {k: v for k in DMI_KEYS if (v := _read(root / k)) is not None}
+def read_dmi(root: Path = Path("/sys/class/dmi/id")) -> "dict[str, str]":
+    values = ((k, _read(root / k)) for k in DMI_KEYS)
+    return {k: v for k, v in values if v is not None}
 
 
-def _link_name(path: Path) -> str | None:
+def _link_name(path: Path) -> "str | None":
     """The name of what a sysfs symlink points to (a driver, module or device), resolved, so
     `../..`-style targets name their directory too; None when there is no such link."""
     try:
@@ -147,7 +149,7 @@ def _link_name(path: Path) -> str | None:
         return None
 
 
-def _config_word(dev: Path, offset: int) -> int | None:
+def _config_word(dev: Path, offset: int) -> "int | None":
     """A 16-bit word of a function's configuration space (the first 64 bytes are readable by
     anyone; root reads it all)."""
     try:
@@ -159,7 +161,7 @@ def _config_word(dev: Path, offset: int) -> int | None:
     return int.from_bytes(b, "little") if len(b) == 2 else None
 
 
-def read_pci(root: Path = Path("/sys/bus/pci/devices")) -> list[dict]:
+def read_pci(root: Path = Path("/sys/bus/pci/devices")) -> "list[dict]":
     """Every PCI function with the driver bound to it (None: no driver) and its command register
     as the running kernel sees it: the "before" side of what the payload's scan reads after kexec."""
     out = []
@@ -180,7 +182,7 @@ def read_pci(root: Path = Path("/sys/bus/pci/devices")) -> list[dict]:
     return out
 
 
-def read_modules(path: Path = Path("/proc/modules")) -> list[str] | None:
+def read_modules(path: Path = Path("/proc/modules")) -> "list[str] | None":
     """Loaded modules in /proc/modules order; None when there is no module support to read."""
     text = _read(path)
     if text is None:
@@ -195,7 +197,7 @@ def _device_of(node: Path) -> dict:
             "driver": _link_name(dev / "driver")}
 
 
-def read_drm(root: Path = Path("/sys/class/drm")) -> list[dict]:
+def read_drm(root: Path = Path("/sys/class/drm")) -> "list[dict]":
     """DRM cards (not their connectors, card0-VGA-1 ...) and the device each one drives."""
     try:
         cards = sorted((d for d in root.iterdir() if re.fullmatch(r"card\d+", d.name)),
@@ -205,7 +207,7 @@ def read_drm(root: Path = Path("/sys/class/drm")) -> list[dict]:
     return [{"id": c.name, **_device_of(c)} for c in cards]
 
 
-def read_fb(root: Path = Path("/sys/class/graphics")) -> list[dict]:
+def read_fb(root: Path = Path("/sys/class/graphics")) -> "list[dict]":
     """Framebuffer devices: the driver's name for it and the device under it (a PCI VGA function,
     or a platform device such as vesa-framebuffer.0 / simple-framebuffer.0)."""
     try:
@@ -219,7 +221,7 @@ def read_fb(root: Path = Path("/sys/class/graphics")) -> list[dict]:
 _PCI_BDF_RE = re.compile(r"^[0-9a-f]{4,}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 
 
-def read_input(root: Path = Path("/sys/class/input")) -> list[dict]:
+def read_input(root: Path = Path("/sys/class/input")) -> "list[dict]":
     """Input devices: name, the kernel's phys path (isa0060/serio0/input0 for the i8042's keyboard
     port, usb-0000:00:14.0-3/input0 for a USB device on that host controller), the event-type
     bitmap (EV_KEY and EV_REP together: a keyboard), and the nearest PCI function above it."""
@@ -237,7 +239,7 @@ def read_input(root: Path = Path("/sys/class/input")) -> list[dict]:
     return out
 
 
-def _nearest_pci(node: Path) -> str | None:
+def _nearest_pci(node: Path) -> "str | None":
     """The last PCI function in a sysfs node's resolved path: the controller it hangs off."""
     pci = None
     for part in Path(os.path.realpath(node)).parts:
@@ -246,7 +248,7 @@ def _nearest_pci(node: Path) -> str | None:
     return pci
 
 
-def _mbr_signature(dev: Path) -> int | None:
+def _mbr_signature(dev: Path) -> "int | None":
     """The disk signature at 1B8h of a block device's first sector (root only), the value the
     kernel's EDD keeps for each BIOS drive: the two meet where the BIOS gives no device path."""
     try:
@@ -260,7 +262,7 @@ def _mbr_signature(dev: Path) -> int | None:
 SCSI_TYPE_ROM = "5"  # /sys/block/srN/device/type of an optical drive
 
 
-def read_block(root: Path = Path("/sys/block"), dev_root: Path = Path("/dev")) -> list[dict]:
+def read_block(root: Path = Path("/sys/block"), dev_root: Path = Path("/dev")) -> "list[dict]":
     """Disks on a device (not loop, zram, md, dm): size, the PCI function they sit on, and the
     MBR signature -- read only where there is a medium (size > 0) and not from optical drives,
     so none spins up; USB sticks, which call themselves removable, are read."""
@@ -310,7 +312,7 @@ def collect() -> dict:
     return snap
 
 
-def basemem(snap: dict) -> tuple[int | None, str | None]:
+def basemem(snap: dict) -> "tuple[int | None, str | None]":
     """Conventional memory in KiB from the first usable range at 0 (what int 12h should say)."""
     for key, usable in (("e820", "usable"), ("memmap", "System RAM")):
         for e in snap.get(key) or ():
@@ -353,12 +355,12 @@ def unquote(token: str) -> str:
     return raw.decode("utf-8", "replace")
 
 
-def _line(kind: str, fields: Iterable[tuple[str, object]]) -> str:
+def _line(kind: str, fields) -> str:
     body = " ".join([PREFIX, kind] + [f"{k}={quote(str(v))}" for k, v in fields])
     return f"{body} ~{checksum(body.encode('ascii')):04X}"
 
 
-def format_lines(snap: dict) -> list[str]:
+def format_lines(snap: dict) -> "list[str]":
     """The printed block for a snapshot dict (from `collect`)."""
     lines = [_line("begin", [("v", VERSION)])]
     k = snap.get("kernel", {})
@@ -384,15 +386,15 @@ def format_lines(snap: dict) -> list[str]:
 MODULES_PER_LINE = 160  # characters of module names a `modules` line carries at most
 
 
-def _hex(v, digits: int) -> str | None:
+def _hex(v, digits: int) -> "str | None":
     return None if v is None else f"0x{v:0{digits}x}"
 
 
-def _present(fields: Iterable[tuple[str, object]]) -> list[tuple[str, object]]:
+def _present(fields) -> list:
     return [(k, v) for k, v in fields if v is not None]
 
 
-def _device_lines(snap: dict) -> list[str]:
+def _device_lines(snap: dict) -> "list[str]":
     """pci, modules, drm, fb and input lines (kinds absent when their source was)."""
     lines = []
     for fn in snap.get("pci") or ():
@@ -404,7 +406,7 @@ def _device_lines(snap: dict) -> list[str]:
             ("boot_vga", fn.get("boot_vga"))])))
     mods = snap.get("modules")
     if mods is not None:
-        chunks: list[list[str]] = [[]]
+        chunks = [[]]
         for m in mods:
             if chunks[-1] and len(",".join(chunks[-1] + [m])) > MODULES_PER_LINE:
                 chunks.append([])
@@ -425,7 +427,7 @@ def _device_lines(snap: dict) -> list[str]:
     return lines
 
 
-def snapshot_lines() -> list[str]:
+def snapshot_lines() -> "list[str]":
     return format_lines(collect())
 
 
@@ -433,7 +435,7 @@ def snapshot_lines() -> list[str]:
 # parsing (on the collector)
 
 
-def _verify(raw: str) -> tuple[str, dict[str, str]] | None | bool:
+def _verify(raw: str):
     """(kind, fields) for a good line, False for a damaged KTSNAP line, None for other text."""
     pos = raw.find(PREFIX + " ")
     if pos < 0:
@@ -455,7 +457,7 @@ def _verify(raw: str) -> tuple[str, dict[str, str]] | None | bool:
     return parts[1], fields
 
 
-def _int(v: str | None) -> int | None:
+def _int(v: "str | None") -> "int | None":
     if v is None or len(v) > 20:  # wider than 64 bits: not a number the snapshot prints
         return None
     try:
@@ -465,16 +467,19 @@ def _int(v: str | None) -> int | None:
 
 
 def _maybe_int(v: str):
-    return n if re.fullmatch(r"\d+|0x[0-9a-fA-F]+", v) and (n := _int(v)) is not None else v
+    if not re.fullmatch(r"\d+|0x[0-9a-fA-F]+", v):
+        return v
+    n = _int(v)
+    return v if n is None else n
 
 
-def parse_snapshot(lines: Iterable[str]) -> dict | None:
+def parse_snapshot(lines) -> "dict | None":
     """The last snapshot block found in console text, or None when there is none.
 
     Tolerant: lines may carry a console prefix or timestamps, CRs and NULs; damaged lines are
     counted in "bad_lines" and skipped; a block cut short has "complete": False.
     """
-    snap: dict | None = None
+    snap = None
     bad = seen = 0
     module_chunks: dict = {}
     for raw in lines:

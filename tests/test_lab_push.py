@@ -1,0 +1,132 @@
+"""The push on the real virtual lab (QEMU/TCG, SeaBIOS, the lab's Debian kernel): what a user's
+`kexectest run --push` does on hardware, end to end -- the Python agent into a guest with a
+Python (both loaders, pc and q35), the shell agent into the lab's own guest, which has no
+Python at all and no host share -- and both agents' snapshots and load plans compared on one
+guest."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from kexectest.capture import push
+from kexectest.capture.capture import Capture
+from kexectest.capture.transport import SerialSettings, open_port
+from kexectest.capture.triggers import ConsoleSpawn, login
+from kexectest.lab import guest_python, warmstate
+from kexectest.lab import image as li
+from kexectest.lab import qemu as lq
+from kexectest.lab.runner import run_virtual
+from kexectest.target import pack
+
+pytestmark = pytest.mark.qemu
+
+
+def _run(tmp_path, built_payload, lab_image, machine, **kw):
+    kw.setdefault("timeout", 20.0)
+    result = run_virtual(machine, out_dir=tmp_path, payload=built_payload, image=lab_image,
+                         quiet=True, accel="tcg", **kw)
+    env = json.loads((result.bundle_dir / "environment.json").read_text())
+    console = (result.bundle_dir / "console.log").read_text(errors="replace")
+    return result, env, console
+
+
+def _no_host_tree(env):
+    argv = " ".join(env["lab"]["qemu_argv"])
+    assert "virtfs" not in argv and "9p" not in argv, argv
+
+
+@pytest.mark.parametrize("machine", ["pc", "q35"])
+@pytest.mark.parametrize("loader", ["syscall", "kexec-tools"])
+def test_pushed_python_agent(tmp_path, built_payload, lab_image, machine, loader):
+    result, env, console = _run(tmp_path, built_payload, lab_image, machine, loader=loader,
+                                agent="python")
+    assert result.verdict in ("completed", "failed-steps"), result.analysis.one_line()
+    assert env["target_agent"] == "pushed" and env["lab"]["agent"] == "python"
+    assert env["push"]["files"] == {pack.AGENT_NAME: len(pack.agent_source().encode()),
+                                    pack.PAYLOAD_NAME: built_payload.stat().st_size}
+    assert re.search(rf"KTLOAD exec entry=0x[0-9a-f]+ via={loader}", console)
+    assert "kexec_core: Starting new kernel" in console and "KT done steps=" in console
+    assert "KTSNAP end lines=" in console
+    _no_host_tree(env)
+
+
+@pytest.mark.parametrize("machine", ["pc", "q35"])
+def test_pushed_shell_agent_in_a_guest_without_python(tmp_path, built_payload, lab_image,
+                                                      machine):
+    """The lab's own guest: busybox and kexec-tools, no Python anywhere, no host share."""
+    result, env, console = _run(tmp_path, built_payload, lab_image, machine,
+                                loader="kexec-tools")  # agent "auto": the shell agent
+    assert result.verdict in ("completed", "failed-steps"), result.analysis.one_line()
+    assert env["target_agent"] == "shell" and env["lab"]["agent"] == "shell"
+    assert re.search(r"KTPUSH tools uid=0 python= pyver= kexec=/sbin/kexec ", console)
+    assert "KTLOAD exec entry=0x" in console and "via=kexec-tools" in console
+    assert "kexec_core: Starting new kernel" in console and "KT done steps=" in console
+    assert result.analysis.to_dict()["before_after"]["e820"]["same"] is True
+    _no_host_tree(env)
+
+
+def _console_pusher(q: lq.Qemu, image, run_dir: Path):
+    port = open_port(SerialSettings(q.serial_url))
+    cap = Capture(run_dir)
+    spawn = ConsoleSpawn(port, cap)
+    login(spawn, user=image.login, password=image.password, prompt=li.PROMPT_RE, timeout=180)
+    return spawn, port, cap
+
+
+def _ask(spawn, command: str, timeout: float = 120.0) -> list[str]:
+    """A command's output lines on the guest's console, up to the marker it ends with."""
+    spawn.sendline(f"{command}; echo KT-DONE-$?")
+    spawn.expect(rb"KT-DONE-(\d+)", timeout=timeout)
+    text = spawn.before.decode("utf-8", "replace").replace("\r", "")
+    out = []
+    for ln in text.split("\n"):  # the first comes after the shell's prompt
+        m = re.search(r"KTSNAP |dry run: |kexectest: ", ln)
+        if m:
+            out.append(ln[m.start():])
+    return out
+
+
+@pytest.mark.parametrize("machine", ["pc", "q35"])
+def test_both_agents_agree_in_one_guest(tmp_path, built_payload, lab_image, machine):
+    """On one guest with a Python: the two agents' snapshots line for line (but the source of
+    the kernel log: busybox's dd cannot read /dev/kmsg without blocking), and their dry runs
+    through kexec-tools to the same line."""
+    img = guest_python.python_image(lab_image)
+    q = lq.Qemu(machine=machine, memory_mib=256, accel="tcg", kernel=img.kernel,
+                initrd=img.initrd, append=img.cmdline, disks=img.disks[:1], time_limit=400,
+                out_dir=tmp_path / "qemu")
+    warmstate.launch(q)
+    with q:
+        spawn, port, cap = _console_pusher(q, img, tmp_path / "run")
+        try:
+            pusher = push.ConsolePush(spawn)
+            tools = pusher.probe(push.need_kib(push.largest_files(built_payload)))
+            assert tools.python and tools.kexec
+            py_plan, _ = push.plan_push(tools, built_payload, {}, via="kexec-tools",
+                                        agent="python")
+            sh_plan, _ = push.plan_push(tools, built_payload, {}, via="kexec-tools",
+                                        agent="shell")
+            pusher.start_receiver(tools)
+            pusher.push([*py_plan.files, sh_plan.files[0]])  # the payload once: unpatched both
+            d = tools.directory
+            py_snap = _ask(spawn, f"python3 {d}/{pack.AGENT_NAME} snapshot")
+            sh_snap = _ask(spawn, f"sh {d}/{pack.SHELL_AGENT_NAME} snapshot")
+            py_dry = _ask(spawn, f"python3 {d}/{pack.AGENT_NAME} load {d}/{pack.PAYLOAD_NAME} "
+                                 "--via kexec-tools --dry-run --no-snapshot")
+            sh_dry = _ask(spawn, f"sh {d}/{pack.SHELL_AGENT_NAME} load {d}/{pack.PAYLOAD_NAME} "
+                                 "--dry-run --no-snapshot")
+        finally:
+            cap.close()
+            port.close()
+    assert py_snap[0].startswith("KTSNAP begin v=1 ") and py_snap[-1].startswith("KTSNAP end ")
+    assert any(ln.startswith("KTSNAP edd dev=80 ") for ln in py_snap)  # a real BIOS's drive
+    source = [ln for ln in sh_snap if ln.startswith("KTSNAP e820-source ")]
+    assert source and source[0].startswith("KTSNAP e820-source kind=dmesg ")
+    assert [ln for ln in sh_snap if not ln.startswith("KTSNAP e820-source ")] == \
+        [ln for ln in py_snap if not ln.startswith("KTSNAP e820-source ")]
+    assert py_dry == sh_dry and len(py_dry) == 1
+    assert py_dry[0].startswith("dry run: would load 1 segment(s), entry 0x")
