@@ -110,6 +110,9 @@ class StepResult(_View):
     reason: str | None = None
     damaged: list[str] = field(default_factory=list)  # the damaged lines, quoted (at most 4)
     duration_s: float | None = None
+    # the step's time measured on the target (its calls' TSC-timed durations, payloads/tsc.S),
+    # in microseconds; None where the payload timed none of it or not all of it
+    target_us: int | None = None
 
     def to_dict(self) -> dict:
         d = super().to_dict()
