@@ -19,14 +19,15 @@ CORPUS = Path(__file__).parent / "corpus"
 
 
 def _relined(text: str, change) -> bytes:
-    """The log with every intact KT end line passed through change(body, n) (re-checksummed)."""
+    """The log with every intact KT end line passed through change(body, n) (re-checksummed;
+    a console's time stamp before it kept)."""
     out, n = [], 0
     for line in text.splitlines():
-        m = re.fullmatch(r"(KT end .*) ~([0-9A-F]{4})", line)
-        if m and int(m[2], 16) == checksum(m[1].encode()):
-            body = change(m[1], n)
+        m = re.fullmatch(r"(.*?)(KT end .*) ~([0-9A-F]{4})", line)
+        if m and int(m[3], 16) == checksum(m[2].encode()):
+            body = change(m[2], n)
             n += 1
-            line = format_line(body) if body is not None else line
+            line = m[1] + format_line(body) if body is not None else line
         out.append(line)
     return ("\n".join(out) + "\n").encode()
 
@@ -118,9 +119,11 @@ def test_tsc_calibrated_against_the_pit_times_every_call(built_payload, tmp_path
     kinds = [(r.kind, r.name) for r in records]
     assert kinds.index(("state", "tsc")) == kinds.index(("mode", "real")) + 1
     tsc = next(r for r in records if (r.kind, r.name) == ("state", "tsc"))
-    khz, ticks, latch = (int(tsc.fields[k], 16) for k in ("khz", "ticks", "latch"))
-    assert tsc.fields["present"] == "1" and latch == 59659
+    khz, ticks, err, lo, hi, tries, latch = (int(tsc.fields[k], 16) for k in (
+        "khz", "ticks", "err", "min", "max", "tries", "latch"))
+    assert tsc.fields["present"] == "1" and latch == 11932  # 10 ms of the PIT's 1193182 Hz
     assert khz == ticks * 1193182 // (latch * 1000) and 100_000 < khz < 10_000_000
+    assert 0 < lo <= ticks <= hi and 1 <= tries <= 16 and err <= ticks // 64
     ends = [r for r in records if r.kind == "end"]
     assert ends and all(len(r.fields.get("us", "")) == 8 for r in ends)
     report = analyze_bytes(raw).to_dict()
