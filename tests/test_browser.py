@@ -175,3 +175,33 @@ def test_bundle_pages_in_chromium(tmp_path):
         report = json.loads((b / "report.json").read_text())
         assert root_el == "svg" and len(ranges) >= len(report["e820"]) and min(ranges) > 0
         assert not [u for u in page.requests if not u.startswith(("file:", "data:", "about:"))]
+
+
+@pytest.mark.qemu
+@needs_chromium
+def test_a_virtual_sweep_in_chromium(tmp_path, lab_image):
+    """`kexectest sweep labs/virtual.toml` for real (a machine that kexecs from Linux and one
+    SeaBIOS boots straight into the payload): its report fits the window, its chart is the
+    targets' time, its memory maps are pictures (the Linux machine's with the kernel's view)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "sweep"
+    lab = Path(__file__).resolve().parents[1] / "labs" / "virtual.toml"
+    p = subprocess.run([sys.executable, "-m", "kexectest", "sweep", str(lab), "--only",
+                        "pc-256,pc-direct", "--out", str(out), "--quiet"],
+                       capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stdout + p.stderr
+    sweep = json.loads((out / "sweep.json").read_text())
+    for m in sweep["machines"]:
+        ran = [s for s in m["steps"] if s["status"] == "ok"]
+        assert ran and all(isinstance(s["target_us"], int) for s in ran), m["name"]
+        assert m["clock"].startswith("Times measured on the target"), m["clock"]
+    with browser(tmp_path) as page:
+        facts = check_sweep_page(page, (out / "report.html").as_uri())
+        assert len(facts["maps"]) == 2
+        names = page.eval_on_selector_all(
+            "figure.mm[data-machine='pc-256'] text.map-name", "es => es.map(e => e.textContent)")
+        assert names == ["before kexec", "after kexec"]
+        longest = page.eval_on_selector("#timing rect.bar title", "e => e.textContent")
+        assert longest.startswith(("067 tick-advance", "068 wait")), longest

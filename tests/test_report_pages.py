@@ -87,7 +87,7 @@ def test_chart_shows_the_steps_that_took_time_longest_first():
     bars = _rects(svg, "bar")
     assert [b.find(f"{SVG}title").text.split(":")[0] for b in bars] == ["002 s2", "004 s4", "001 s1"]
     assert all(float(b.get("width")) > 0 for b in bars)
-    assert "1 more steps took 3 \u00b5s together; 2 steps took no measurable time" in html
+    assert "1 more step took 3 \u00b5s together; 2 steps took no measurable time" in html
     assert "measured on the target" in html
     nothing = timechart.chart([timechart.Row("000 a", 0), timechart.Row("001 b", 0)])
     assert "<svg" not in nothing and "took no measurable time" in nothing

@@ -49,6 +49,10 @@ def fmt_us(us: float) -> str:
     return f"{us / 1_000_000:.2f} s"
 
 
+def _n(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
+
+
 def _e(x) -> str:
     return html.escape(str(x), quote=True)
 
@@ -88,7 +92,8 @@ def chart(rows: list[Row], *, svg_id: str = "timing", limit: int = LIMIT,
         end = max([w, *(v / top * bar_w for v in r.points)])
         parts.append(f'<text x="{label_w + end + 6:.1f}" y="{y + 12}">{_e(fmt_us(r.us))}{share}</text>')
     parts.append("</svg>")
-    where = {frozenset({TARGET}): "measured on the target (its TSC, calibrated against the PIT)",
+    where = {frozenset({TARGET}): "measured on the target" + (
+                 "" if note else " (its TSC, calibrated against the PIT)"),
              frozenset({HOST}): "host time stamps only: the target gave none (no TSC, or a "
                                 "payload that does not time its calls), so these say little "
                                 "about the calls themselves"}.get(
@@ -102,8 +107,10 @@ def chart(rows: list[Row], *, svg_id: str = "timing", limit: int = LIMIT,
            + (f" {_e(note)}." if note else "") + "</p>")
     tail = []
     if rest:
-        tail.append(f"{len(rest)} more {unit}s took {fmt_us(sum(r.us for r in rest))} together")
+        tail.append(f"{_n(len(rest), 'more ' + unit)} took {fmt_us(sum(r.us for r in rest))} "
+                    "together")
     if zero:
-        tail.append(f"{zero} {unit}s took no measurable time")
+        tail.append(f"{_n(zero, unit)} took no measurable time" + (
+            " (under 1 \u00b5s)" if all(r.source == TARGET for r in rows if r.us <= 0) else ""))
     foot = f'<p class="small">{_e("; ".join(tail))}.</p>' if tail else ""
     return cap + "".join(parts) + foot
