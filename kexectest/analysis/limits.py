@@ -13,6 +13,7 @@ import re
 
 from ..payload.config import MAX_SKIP_STEPS
 from ..trace import Record
+from ..trace.format import FIELD_FORMS
 
 MAX_STEPS = MAX_SKIP_STEPS  # the skip bitmap's size bounds the step table (payload/config.py)
 MAX_E820_CALLS = 128  # runner.S per_e820: at most 128 continuations
@@ -20,18 +21,12 @@ DATA_CHUNK = 32  # io.S dump: at most 32 bytes per data line
 MAX_DUMP = 0x10000  # a dump's length and offsets are 16-bit words
 UART_CLOCK = 115200  # the 16550 divisor's base rate: baud = 115200 / div
 
-_HEX = {n: re.compile(rf"[0-9A-F]{{{n}}}") for n in (2, 4, 8)}
 _DEC = re.compile(r"[0-9]{1,3}")
 _WORD = re.compile(r"[\x21-\x7e]{1,64}")
 
-# known fields and their format; a field the payload does not print is left alone (newer
-# payloads may add some), but a known one out of format makes the record malformed
-_FORMAT = {
-    "eax": _HEX[8], "ebx": _HEX[8], "ecx": _HEX[8], "edx": _HEX[8], "esi": _HEX[8], "edi": _HEX[8],
-    "ds": _HEX[4], "es": _HEX[4], "fl": _HEX[4], "ax": _HEX[4], "off": _HEX[4], "uart": _HEX[4],
-    "div": _HEX[4], "int": _HEX[2], "dl": _HEX[2], "cf": re.compile(r"[01]"), "i": _DEC,
-    "errors": _DEC, "tag": _WORD, "reason": _WORD,
-}
+# the fields' formats are the trace's (trace.format.FIELD_FORMS, the one table): a record the
+# parser made has passed them; one made any other way is held to them here
+_FORMAT = {key: re.compile(form) for key, form in FIELD_FORMS.items()}
 _STEP_FIELDS = {"begin": ("int", "ax"), "end": ("cf",), "data": ("off",), "skip": ("reason",)}
 
 
@@ -87,6 +82,6 @@ def step_count(rec: Record | None) -> int | None:
 def baud(rec: Record | None) -> int | None:
     """The baud rate the banner's UART divisor gives (None when absent or out of range)."""
     v = rec.fields.get("div", "") if rec is not None else ""
-    if not _HEX[4].fullmatch(v) or int(v, 16) == 0:
+    if not _FORMAT["div"].fullmatch(v) or int(v, 16) == 0:
         return None
     return UART_CLOCK // int(v, 16)

@@ -18,10 +18,8 @@ from .. import trace
 from ..fsutil import os_error, rewrite_atomic
 
 NAME = "console.log"
-CUT_MARK = "~"
-SCRUBBED_MARK = "*"
-LINE_RE = re.compile(r"\+(\d+\.\d+)(~?)(\*?)\t")
-_LINE_RE_B = re.compile(rb"\+(\d+\.\d+)(~?)(\*?)\t")
+CUT_MARK, SCRUBBED_MARK = trace.CUT_MARK, trace.SCRUBBED_MARK
+LINE_RE = re.compile(trace.STAMP.pattern.decode())  # the stamp, for text lines
 
 
 def format_line(line: trace.Line) -> str:
@@ -48,49 +46,30 @@ def format_block(lines: Iterable[trace.Line]) -> bytes:
 
 def parse_line(raw: str) -> trace.Line | None:
     """A Line from one console.log line (None when it is not one)."""
-    m = LINE_RE.match(raw)
-    if not m:
-        return None
-    text = raw[m.end():].rstrip("\n")
-    line = trace.parse_line(text.encode("utf-8"), float(m.group(1)), m.group(2) == CUT_MARK)
-    if m.group(3):
-        mark_scrubbed(line)
-    return line
+    return trace.stamped_line(raw.rstrip("\n").encode("utf-8"))
 
 
-def mark_scrubbed(line: trace.Line) -> trace.Line:
-    """A line whose text kexectest changed: never a payload record; a payload line's damage
-    shows as a bad checksum."""
-    line.scrubbed = True
-    if line.record is not None or line.bad_checksum or line.text.lstrip().startswith("KT "):
-        line.record = None
-        line.bad_checksum = True
-    return line
+mark_scrubbed = trace.mark_scrubbed
 
 
 def read(path: Path, keep_truncated: int = 2) -> Iterator[trace.Line]:
     """The lines of a console.log, as Lines again (for the analysis at the end).
 
     Bounded: of a run of pieces cut from one huge line only the first `keep_truncated` pieces
-    and the last one are kept."""
-    run = 0
+    are kept."""
     try:
-        fh = open(path, encoding="utf-8", errors="replace", newline="\n")
+        fh = open(path, "rb")
     except OSError as exc:
         raise os_error(path, exc, "read") from None
+
+    run = 0
     with fh:
         for raw in fh:
-            m = LINE_RE.match(raw)
-            if not m:
+            line = trace.stamped_line(raw.rstrip(b"\n"))
+            if line is None:
                 continue
-            if m.group(2):
-                run += 1
-                if run > keep_truncated:
-                    continue
-            else:
-                run = 0
-            line = parse_line(raw)
-            if line is not None:
+            run = run + 1 if line.truncated else 0
+            if run <= keep_truncated:
                 yield line
 
 
@@ -101,7 +80,7 @@ def rewrite(path: Path, change: Callable[[bytes], bytes]) -> None:
     def transform(block: bytes) -> bytes:
         out = []
         for raw in block.splitlines(keepends=True):
-            m = _LINE_RE_B.match(raw)
+            m = trace.STAMP.match(raw)
             if not m:
                 out.append(change(raw))
                 continue

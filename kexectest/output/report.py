@@ -13,7 +13,6 @@ from pathlib import Path
 from rich.markup import escape
 
 from .. import __version__
-from ..fsutil import write_atomic
 from ..analysis.model import Analysis
 from ..fsutil import write_atomic
 

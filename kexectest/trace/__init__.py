@@ -14,7 +14,10 @@ from .format import (
                      parse_line,
                      split_all,
 )
-from .logs import FAST_MIN, lines_from_log, prefiltered_lines
+from .logs import (CUT_MARK, FAST_MIN, SCRUBBED_MARK, STAMP, bounded_pieces, lines_from_log,
+                   mark_scrubbed, prefiltered_lines, stamped_line)
 
 __all__ = ["KINDS", "MAX_LINE", "Line", "LineSplitter", "Record", "checksum", "format_line",
-           "parse_line", "split_all", "FAST_MIN", "lines_from_log", "prefiltered_lines"]
+           "parse_line", "split_all", "CUT_MARK", "FAST_MIN", "SCRUBBED_MARK", "STAMP",
+           "bounded_pieces", "lines_from_log", "mark_scrubbed", "prefiltered_lines",
+           "stamped_line"]

@@ -11,9 +11,12 @@ import hyperscan
 
 from .format import MAX_LINE, Line, LineSplitter, checksum, parse_line
 
-# the collector's stamp (capture.format_log_line): seconds, and `~` for a piece of a cut line;
-# digits bounded so that a stamp is never read as inf or a number too long to print
-_STAMP = re.compile(rb"\+(\d{1,15}\.\d{1,9})(~?)\t")
+# console.log's stamp (docs/bundle-format.md): `+SSSSS.ssssss[~][*]<TAB>text`, seconds since the
+# capture began, `~` for a piece of a line cut at the length limit, `*` for a line kexectest
+# changed (a secret masked, a name redacted).  Digits bounded, so that a stamp is never read as
+# inf or a number too long to print.  output/consolelog.py writes this format; this reads it.
+STAMP = re.compile(rb"\+(\d{1,15}\.\d{1,9})(~?)(\*?)\t")
+CUT_MARK, SCRUBBED_MARK = "~", "*"
 KEEP_PIECES = 2  # of a run of pieces cut from one huge line: the first two and the last are kept
 _QUOTE = re.compile(r"(?:> ?)*")  # email quoting: ">", "> ", ">>" ... (one optional space each)
 _CHECKSUM_TAIL = re.compile(rb" ~[0-9A-F]{4}")
@@ -22,7 +25,32 @@ _CHUNK = 1 << 20
 
 def _is_timestamped(head: bytes) -> bool:
     """The collector's console.log: every line `+SSSSS.ssssss<TAB>text`."""
-    return _STAMP.match(head.split(b"\n", 1)[0]) is not None
+    return STAMP.match(head.split(b"\n", 1)[0]) is not None
+
+
+def mark_scrubbed(line: Line) -> Line:
+    """A line whose text kexectest changed: never a payload record; a payload line's damage
+    shows as a bad checksum."""
+    line.scrubbed = True
+    if line.record is not None or line.bad_checksum or line.text.lstrip().startswith("KT "):
+        line.record = None
+        line.bad_checksum = True
+    return line
+
+
+def stamped_line(raw: bytes, limit: int | None = None) -> Line | None:
+    """The Line of one console.log line (without its newline); None when it has no stamp.
+    `limit`: cut a longer text there (a log from elsewhere may hold any line; the collector's
+    own are at most MAX_LINE, plus what masking a secret cut across two pieces added)."""
+    m = STAMP.match(raw)
+    if m is None:
+        return None
+    body = raw[m.end():]
+    if b"\0" in body:
+        body = body.replace(b"\0", b"")
+    cut = limit is not None and len(body) > limit
+    line = parse_line(body[:limit] if cut else body, float(m[1]), m[2] == b"~" or cut)
+    return mark_scrubbed(line) if m[3] else line
 
 
 def bounded_pieces(lines: Iterable[Line], keep: int = KEEP_PIECES) -> Iterator[Line]:
@@ -61,15 +89,12 @@ def _split(data: bytes, start: int = 0) -> list[Line]:
 def _timestamped(data: bytes) -> list[Line]:
     def lines() -> Iterator[Line]:
         for raw in data.splitlines():
-            m = _STAMP.match(raw)
-            if m:
-                t, cut, body = float(m[1]), m[2] == b"~", raw[m.end():]
-            else:
-                t, cut, body = None, False, raw
-            if b"\0" in body:
-                body = body.replace(b"\0", b"")
-            if body.strip():
-                yield parse_line(body[:MAX_LINE], t, cut or len(body) > MAX_LINE)
+            line = stamped_line(raw, MAX_LINE)
+            if line is None:  # a line without its stamp (an edited log): its text as it is
+                body = raw.replace(b"\0", b"")
+                line = parse_line(body[:MAX_LINE], None, len(body) > MAX_LINE)
+            if line.text.strip() or line.truncated:
+                yield line
     return list(bounded_pieces(lines()))
 
 
