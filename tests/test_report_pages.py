@@ -167,3 +167,12 @@ def test_sweep_matrix_groups_steps_by_concern(tmp_path):
                                       "video", "time", "pci", "boot"}
     assert 'href="hung-edd/bundle/summary.html#step-041-edd-params"' in text
     assert text.count('class="kt-memmap"') == len(MACHINES)  # every bundle's; "dead" has none
+
+
+def test_memory_map_of_a_console_that_repeats_without_end_stays_bounded():
+    snap = {"e820": [{"start": i * 0x1000, "end": i * 0x1000 + 0x7FF, "type": "usable"}
+                     for i in range(5000)]}
+    maps = memmap_svg.named_maps({"e820": []}, snap)
+    assert len(maps[0].ranges) == memmap_svg.MAX_RANGES
+    assert maps[0].note == "the first 256 of its 5000 ranges drawn"
+    assert len(_rects(memmap_svg.render(maps), "range")) == memmap_svg.MAX_RANGES

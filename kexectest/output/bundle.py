@@ -357,18 +357,25 @@ def finalize(run_dir: Path, *, report: dict | None, summary: str | None, environ
     return tarball
 
 
-def console_lines(run_dir: Path) -> Iterator[bytes]:
-    """The captured console's lines, streamed (console.raw, else console.log): where the
-    pages find the kernel's "before" snapshot."""
+def console_lines(run_dir: Path) -> Iterator[str]:
+    """The captured console's lines, streamed in bounded memory (console.raw, else
+    console.log; a line cut at the trace's length limit is left out, no snapshot line is that
+    long): where the pages find the kernel's "before" snapshot."""
+    from ..trace import LineSplitter
+
     for name in ("console.raw", consolelog.NAME):
         path = Path(run_dir) / name
-        if path.is_file():
-            try:
-                with open(path, "rb") as fh:
-                    yield from fh
-            except OSError as exc:
-                raise os_error(path, exc, "read") from None
-            return
+        if not path.is_file():
+            continue
+        splitter = LineSplitter()
+        try:
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(CHUNK), b""):
+                    yield from (ln.text for ln in splitter.feed(block) if not ln.truncated)
+        except OSError as exc:
+            raise os_error(path, exc, "read") from None
+        yield from (ln.text for ln in splitter.flush() if not ln.truncated)
+        return
 
 
 def write_pages(directory: Path, report: dict, lines: Iterable[str | bytes]) -> list[str]:

@@ -27,6 +27,7 @@ NAME = "memory-map.svg"
 COLOURS = {1: "#81c784", 2: "#b0bec5", 3: "#ffd54f", 4: "#ffb74d", 5: "#e57373", 6: "#cfd8dc",
            7: "#9575cd", 12: "#ba68c8"}
 OTHER, CONFLICT, DIFF = "#90a4ae", "#f06292", "#d32f2f"
+MAX_RANGES = 256
 AXIS_W, COL_W, GAP, TOP, ROW_MIN, BREAK_H, LEGEND_H = 180, 170, 14, 86, 18, 14, 44
 
 
@@ -56,6 +57,15 @@ def _from_base_length(entries) -> list[tuple[int, int, int]]:
     return out
 
 
+def _capped(m: MemMap) -> MemMap:
+    """At most MAX_RANGES ranges a map (a real E820 map has tens; the payload reads at most
+    128): a console that repeats snapshot lines without end must not make the picture huge."""
+    if len(m.ranges) > MAX_RANGES:
+        note = f"the first {MAX_RANGES} of its {len(m.ranges)} ranges drawn"
+        return MemMap(m.name, m.detail, m.ranges[:MAX_RANGES], m.note or note)
+    return m
+
+
 def named_maps(report: dict, snapshot: dict | None = None) -> list[MemMap]:
     """The maps a report has, in the order they are drawn: the kernel's boot-time view (before
     kexec), the map it handed over (report.json `handoff_params.e820`, when present), the
@@ -82,7 +92,7 @@ def named_maps(report: dict, snapshot: dict | None = None) -> list[MemMap]:
         maps.append(MemMap("after kexec", detail, after))
     elif step is not None and step.get("status") in ("unknown", "hung", "error"):
         maps.append(MemMap("after kexec", detail, [], f"not shown: the E820 step is {step['status']}"))
-    return maps
+    return [_capped(m) for m in maps]
 
 
 def memory_maps(report: dict, lines: Iterable[str]) -> list[MemMap]:
