@@ -30,7 +30,8 @@ table.matrix{border-collapse:separate;border-spacing:0;font-size:12px}
 table.matrix td,table.matrix th{border:0;border-right:1px solid #ddd;border-bottom:1px solid #ddd;
   padding:2px 4px;background:#fff}
 table.matrix thead th{position:sticky;top:0;z-index:2;vertical-align:bottom}
-table.matrix th.m{position:sticky;left:0;z-index:1;text-align:left;white-space:nowrap}
+table.matrix th.m{position:sticky;left:0;z-index:1;text-align:left;white-space:nowrap;
+  max-width:16em;overflow:hidden;text-overflow:ellipsis}
 table.matrix thead th.m{z-index:3}
 table.matrix th.g{white-space:nowrap;font-weight:bold;cursor:pointer}
 table.matrix th.g label{cursor:pointer;display:block}
@@ -155,7 +156,7 @@ def matrix(machines: list[dict], links, badge) -> str:
                                    f'{m["name"]} - {_step_line(s)}', _href(m, s.get("anchor")),
                                    attrs=f' data-status="{_e(sst)}"'))
         rows.append(f'<tr data-machine="{_e(m["name"])}" data-verdict="{_e(m["verdict"])}">'
-                    f'<th class="m">{_e(m["name"])}</th><td>{badge(m["verdict"])}</td>'
+                    f'<th class="m" title="{_e(m["name"])}">{_e(m["name"])}</th><td>{badge(m["verdict"])}</td>'
                     f'<td class="small">{links(m)}</td>{"".join(cells)}</tr>')
     legend = " ".join(f'<span class="{c}" style="padding:0 6px">{_e(s)}</span>'
                       for s, c in STATUS_CLASS.items())
