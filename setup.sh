@@ -8,6 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# chromium: the tests open the reports in it (tests/test_browser.py, driven by the test extra's
+# playwright, which uses this browser and downloads none)
 APT_PACKAGES=(python3 python3-venv python3-pip binutils openssl xorriso
               qemu-system-x86 kexec-tools busybox-static cpio ser2net chromium util-linux
               bochsbios vgabios isolinux syslinux-common)

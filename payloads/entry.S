@@ -255,6 +255,7 @@ rm_entry:
 	call line_begin
 	PUTS "mode real"
 	call line_end
+	call tsc_init				# calibrate the call timer (tsc.S)
 	call run_steps
 	call print_done
 	testl $C_DEBUGEXIT, cfg_flags - K0

@@ -48,5 +48,6 @@ kt_multiboot:
 	.include "builtins.S"
 	.include "pci.S"
 	.include "runner.S"
+	.include "tsc.S"
 	.include "steps.S"
 	.include "data.S"

@@ -102,6 +102,7 @@
 	.endif
 	.pushsection .kt_step_meta, "", @progbits
 	.asciz "\name", "\title", "\fn", "\need"
+	kt_group_name \name
 	.popsection
 	.subsection 1
 .Lname\@:	.asciz "\name"
@@ -135,10 +136,24 @@
 	.subsection 0
 .endm
 
+# GROUP name: the BIOS concern of the STEP lines that follow it (memory, A20, disk, ...; a
+# word), the fifth string of their metadata records: reports group the steps by it (the sweep
+# matrix's columns).  It redefines kt_group_name, which each STEP expands; a STEP before any
+# GROUP line does not assemble.
+.macro kt_group_name step
+	.error "STEP \step: no GROUP line before it (docs/payload.md)"
+.endm
+.macro GROUP name
+	.purgem kt_group_name
+	.macro kt_group_name step
+	.asciz "\name"
+	.endm
+.endm
+
 # The step metadata's first string names its format; STEP appends one record
-# (id, title, fn, need: four NUL-terminated strings) per row, in row order.
+# (id, title, fn, need, group: five NUL-terminated strings) per row, in row order.
 	.pushsection .kt_step_meta, "", @progbits
-	.asciz "kt-step-meta 1"
+	.asciz "kt-step-meta 2"
 	.popsection
 
 # Row field offsets.

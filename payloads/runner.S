@@ -138,7 +138,8 @@ do_step:
 	lidt zero_idt - K0			# injected reset: triple fault
 	int $3
 
-2:	movw cur_row - K0, %si
+2:	call tsc_mark				# the call's time (tsc.S)
+	movw cur_row - K0, %si
 	movw R_HANDLER(%si), %ax
 	testw %ax, %ax
 	jz 3f
@@ -147,7 +148,8 @@ do_step:
 	call *R_HANDLER(%si)
 	jmp 4f
 3:	call generic_int
-4:	movw res_fl - K0, %ax
+4:	call tsc_lap
+	movw res_fl - K0, %ax
 	movw %ax, last_fl - K0
 	testw $1, %ax
 	jz 5f
@@ -166,6 +168,7 @@ do_step:
 	FIELDW ds, res_ds-K0
 	FIELDW es, res_es-K0
 	FIELDW fl, res_fl-K0
+	call put_us
 	call line_end
 
 	movw cur_row - K0, %si			# dumps

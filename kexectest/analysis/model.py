@@ -113,6 +113,9 @@ class StepResult(_View):
     # the PCI function the step's call ran on (devices.DEVICE_KEYS), None for steps that use
     # no device or whose device no evidence in the run names
     device: dict | None = None
+    # the step's time measured on the target (its calls' TSC-timed durations, payloads/tsc.S),
+    # in microseconds; None where the payload timed none of it or not all of it
+    target_us: int | None = None
 
     def to_dict(self) -> dict:
         d = super().to_dict()

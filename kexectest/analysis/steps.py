@@ -58,6 +58,21 @@ def _incomplete(st: StepTrace, payload) -> str | None:
     return None
 
 
+def call_us(end) -> int | None:
+    """The call's duration measured on the target (the end line's `us=`, payloads/tsc.S), or
+    None: a payload without a calibrated TSC prints none, and FFFFFFFF says the count did not
+    fit (71 minutes or more, or a TSC that went backwards), so it is no duration either."""
+    us = end.hex("us")
+    return None if us is None or us == 0xFFFFFFFF else us
+
+
+def step_us(calls: list[dict]) -> int | None:
+    """A step's time on the target: its calls' durations added up, None unless every ended call
+    was timed."""
+    times = [c.get("target_us") for c in calls]
+    return sum(times) if times and None not in times else None
+
+
 def _decode_call(st: StepTrace, c: Call, last: bool, n: int) -> tuple[dict, dec.Decoded]:
     regs = Regs(c.end)
     data = {k: bytes(v) for k, v in c.data.items()}
@@ -65,7 +80,8 @@ def _decode_call(st: StepTrace, c: Call, last: bool, n: int) -> tuple[dict, dec.
     if st.name == "e820" and d.status == ERROR and regs.cf and last and n > 0:
         d = dec.Decoded(OK, {"end_of_list": True})  # CF=1 after entries ends the map
     return ({"iteration": c.iteration, "registers": regs.raw(), "status": d.status,
-             "reason": d.reason, "result": d.result, "data": {k: v.hex() for k, v in data.items()}}, d)
+             "reason": d.reason, "result": d.result, "data": {k: v.hex() for k, v in data.items()},
+             "target_us": call_us(c.end)}, d)
 
 
 def decode_step(st: StepTrace) -> tuple[str, dict, list[dict], str | None, list[dict]]:
@@ -123,6 +139,8 @@ def build_steps(asm: Assembly, names: list[str], payload):
             why = _incomplete(st, payload)
             if why:
                 st.unknown.append(why)
+            if idx != open_index and not st.unknown:  # every call there, and ended
+                r.target_us = step_us(r.calls)
             if got and not st.unknown:
                 e820 = [{k: e[k] for k in ("base", "length", "type", "type_name")} for e in got]
         if idx == open_index:

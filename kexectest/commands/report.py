@@ -12,6 +12,7 @@ import click
 from ..analysis.replay import analyze_log
 from ..errors import VERDICT_EXIT
 from ..fsutil import make_dirs, write_atomic
+from ..output.bundle import write_pages
 from ..output.report import report_dict, render_summary_md, render_terminal, write_report_json
 
 
@@ -19,7 +20,8 @@ from ..output.report import report_dict, render_summary_md, render_terminal, wri
 @click.argument("logs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the table.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Write report.json and summary.md here (one sub-directory per log when several).")
+              help="Write report.json, summary.md, summary.html and memory-map.svg here (one "
+                   "sub-directory per log when several).")
 @click.option("--payload", "payload_elf", type=click.Path(path_type=Path, dir_okay=False),
               help="The payload ELF the trace came from (step names, build-id check).")
 @click.option("--all-steps", is_flag=True, help="Also list steps never reached.")
@@ -55,6 +57,7 @@ def report_cmd(logs, as_json, out_dir, payload_elf, all_steps, baseline_path):
             write_report_json(a, d / "report.json")
             env = {"log": str(path), "command": shlex.join(["kexectest", *sys.argv[1:]])}
             write_atomic(d / "summary.md", render_summary_md(a, env))
+            write_pages(d, a.to_dict(), (ln.text for ln in a.lines))
         if as_json:
             click.echo(json.dumps(a.to_dict(), indent=1, default=str))
         else:

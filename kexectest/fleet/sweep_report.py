@@ -9,8 +9,10 @@ attached as one file; bundle links are relative to the sweep directory.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import html
 import json
+import re
 import statistics
 import xml.etree.ElementTree as ET
 from collections import defaultdict
@@ -18,6 +20,8 @@ from pathlib import Path
 
 from ..errors import VERDICT_EXIT, Exit, KexectestError
 from ..fsutil import write_atomic
+from ..output.timechart import HOST, TARGET, MIXED, Row, chart, fmt_us, step_time
+from .sweep_matrix import CSS as MATRIX_CSS, STATUS_CLASS, matrix
 
 FORMAT = "kexectest-sweep/1"
 # worst last: the sweep's exit code is the code of its worst machine
@@ -26,10 +30,10 @@ FORMAT = "kexectest-sweep/1"
 SEVERITY = ["completed", "failed-steps", "no-output", "garbled", "reset", "hung",
             "died-before-handoff", "died-in-handoff", "infrastructure-error", "error",
             "interrupted"]
-STATUS_CLASS = {"ok": "ok", "error": "err", "hung": "hung", "unknown": "unk", "skipped": "skip",
-                "not-reached": "nr"}
-_KEEP_STEP = ("index", "id", "title", "int", "function", "status", "result", "device")
+_KEEP_STEP = ("index", "id", "title", "int", "function", "status", "result", "reason",
+              "target_us", "device")
 _KEEP_CAUSE = ("step", "index", "drive", "status", "device", "sentence")
+OTHER_GROUP = "other"  # a step whose payload names no group (an ELF before step groups)
 
 
 def step_seconds(step: dict) -> float | None:
@@ -53,18 +57,28 @@ def _read_report(out_dir: Path, bundle: str | None) -> dict | None:
         return None
 
 
+def _bundle_file(out_dir: Path, bundle: str | None, name: str) -> str | None:
+    return f"{bundle}/{name}" if bundle and (out_dir / bundle / name).exists() else None
+
+
 def machine_entry(out_dir: Path, rec: dict) -> dict:
-    """One machine of sweep.json: the journal's finish record plus its report.json essentials."""
-    report = _read_report(out_dir, rec.get("bundle")) or {}
+    """One machine of sweep.json: the journal's finish record plus its report.json essentials
+    (each step with its time on the target, its BIOS concern and its anchor in summary.html)."""
+    from ..output.report import clock_note, step_anchor
+
+    bundle = rec.get("bundle")
+    report = _read_report(out_dir, bundle) or {}
+    groups = step_groups(out_dir, bundle)
     steps = []
     for i, s in enumerate(report.get("steps") or []):
         step = {k: s.get(k) for k in _KEEP_STEP}
         if step["index"] is None:
             step["index"] = i
         step["seconds"] = step_seconds(s)
+        step["group"] = groups.get(str(step["id"])) or OTHER_GROUP
+        step["anchor"] = step_anchor(step)
         steps.append(step)
-    bundle = rec.get("bundle")
-    summary = f"{bundle}/summary.md" if bundle and (out_dir / bundle / "summary.md").exists() else None
+    summary = _bundle_file(out_dir, bundle, "summary.md")
     return {
         "name": rec["machine"],
         "kind": rec.get("kind", "hardware"),
@@ -77,6 +91,9 @@ def machine_entry(out_dir: Path, rec: dict) -> dict:
         "seconds": rec.get("seconds"),
         "bundle": bundle,
         "summary": summary,
+        "page": _bundle_file(out_dir, bundle, "summary.html"),
+        "memory_map": _bundle_file(out_dir, bundle, "memory-map.svg"),
+        "clock": clock_note(report) if report.get("steps") else None,
         "tarball": rec.get("tarball"),
         "place": rec.get("place"),
         "power": rec.get("power", []),
@@ -100,6 +117,34 @@ def _baseline(b: dict | None) -> dict | None:
             f"{d.get('field')}: {d.get('post')} at POST, {d.get('after_kexec')} after kexec")
     return {"differences": len(b.get("differences") or []), "steps": by_step,
             "refused": b.get("refused")}
+
+
+@functools.lru_cache(maxsize=64)
+def _groups_of(path: str, mtime: float) -> dict[str, str]:
+    from ..payload.image import PayloadImage
+
+    try:
+        return {st.name: st.group for st in PayloadImage.open(path).steps if st.group}
+    except KexectestError:
+        return {}
+
+
+def step_groups(out_dir: Path, bundle: str | None) -> dict[str, str]:
+    """Step id -> BIOS concern (the GROUP lines of payloads/steps.S), from the payload ELF the
+    machine ran (its bundle's payload.elf), else the default payload; {} without either."""
+    from ..payload.build import ensure_built
+
+    candidates = [out_dir / bundle / "payload.elf"] if bundle else []
+    for path in candidates:
+        if path.is_file():
+            got = _groups_of(str(path), path.stat().st_mtime)
+            if got:
+                return got
+    try:
+        elf = ensure_built()
+    except KexectestError:
+        return {}
+    return _groups_of(str(elf), elf.stat().st_mtime)
 
 
 def _fallback_signature(rec: dict) -> dict | None:
@@ -156,7 +201,7 @@ def write_reports(out_dir: Path, sweep: dict) -> dict[str, Path]:
              "html": out_dir / "report.html"}
     write_atomic(paths["json"], json.dumps(sweep, indent=2, sort_keys=False) + "\n")
     write_atomic(paths["junit"], junit_xml(sweep))
-    write_atomic(paths["html"], html_report(sweep))
+    write_atomic(paths["html"], html_report(sweep, out_dir))
     return paths
 
 
@@ -181,8 +226,9 @@ def junit_xml(sweep: dict) -> str:
             counts["failures"] += 1
         for s in m["steps"]:
             name = f"{s['index']:03d} {s['id']}" if isinstance(s["index"], int) else str(s["id"])
+            us, _src = step_time(s)  # the target's time where it gave one
             sc = ET.SubElement(suite, "testcase", classname=f"kexectest.{m['name']}", name=name,
-                               time=f"{s.get('seconds') or 0:.3f}")
+                               time=f"{(us or 0) / 1e6:.6f}")
             counts["tests"] += 1
             status = s.get("status")
             if status == "hung":
@@ -211,9 +257,6 @@ CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
 h1{font-size:1.4em} h2{font-size:1.15em;margin-top:1.6em}
 table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:2px 5px}
-table.matrix td.c{width:14px;min-width:14px;padding:0;height:20px}
-table.matrix th.s{writing-mode:vertical-rl;transform:rotate(180deg);font-weight:normal;
-  font-size:11px;padding:3px 0;white-space:nowrap}
 .ok{background:#4caf50}.err{background:#ff9800}.hung{background:#e53935}.skip{background:#bbb}
 .nr{background:#eee}.none{background:#fff}
 .unk{background:repeating-linear-gradient(45deg,#bbb 0 3px,#fff 3px 6px)}
@@ -240,59 +283,23 @@ def badge(verdict: str) -> str:
 
 def page(title: str, body: str) -> str:
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>{_e(title)}</title><style>{CSS}</style></head>\n<body>\n{body}\n</body></html>\n")
+            f"<title>{_e(title)}</title><style>{CSS}{MATRIX_CSS}</style></head>\n<body>\n{body}"
+            "\n</body></html>\n")
 
 
-def _columns(machines: list[dict]) -> list[tuple[int, str]]:
-    cols: dict[tuple[int, str], None] = {}
-    for m in machines:
-        for s in m["steps"]:
-            cols[(s["index"] if isinstance(s["index"], int) else 0, str(s["id"]))] = None
-    return sorted(cols)
+def _links(m: dict) -> str:
+    links = []
+    if m.get("page"):
+        links.append(f'<a href="{_e(m["page"])}">page</a>')
+    if m.get("summary"):
+        links.append(f'<a href="{_e(m["summary"])}">summary</a>')
+    if m.get("tarball"):
+        links.append(f'<a href="{_e(m["tarball"])}">bundle</a>')
+    return " ".join(links)
 
 
 def _matrix(machines: list[dict]) -> str:
-    cols = _columns(machines)
-    head = "".join(f'<th class="s" title="{_e(i)} {_e(sid)}">{i:03d} {_e(sid)}</th>'
-                   for i, sid in cols)
-    rows = []
-    for m in machines:
-        by = {(s["index"], str(s["id"])): s for s in m["steps"]}
-        post = (m.get("baseline") or {}).get("steps") or {}
-        links = []
-        if m.get("summary"):
-            links.append(f'<a href="{_e(m["summary"])}">summary</a>')
-        if m.get("tarball"):
-            links.append(f'<a href="{_e(m["tarball"])}">bundle</a>')
-        cells = []
-        if not m["steps"]:
-            cells.append(f'<td class="none small" colspan="{max(len(cols), 1)}">'
-                         f'{_e(m["one_line"] or m.get("error") or m["verdict"])}</td>')
-        for key in (cols if m["steps"] else []):
-            s = by.get(key)
-            if s is None:
-                cells.append('<td class="c none"></td>')
-                continue
-            st = s.get("status") or "not-reached"
-            tip = f'{key[0]:03d} {key[1]}: {st}'
-            if s.get("seconds") is not None:
-                tip += f' ({s["seconds"]:.3f} s)'
-            mark, differs = "", post.get(key[1])
-            if differs:  # the run after kexec answered otherwise than the same machine at POST
-                mark = ' post" data-post="differs'
-                tip += "; differs from POST: " + "; ".join(differs[:3])
-            cells.append(f'<td class="c {STATUS_CLASS.get(st, "none")}{mark}" data-status="{_e(st)}" '
-                         f'title="{_e(tip)}"></td>')
-        rows.append(f'<tr data-machine="{_e(m["name"])}" data-verdict="{_e(m["verdict"])}">'
-                    f'<th style="text-align:left">{_e(m["name"])}</th><td>{badge(m["verdict"])}'
-                    f'</td><td class="small">{" ".join(links)}</td>{"".join(cells)}</tr>')
-    legend = " ".join(f'<span class="{c}" style="padding:0 6px">{_e(s)}</span>'
-                      for s, c in STATUS_CLASS.items())
-    if any((m.get("baseline") or {}).get("steps") for m in machines):
-        legend += ' <span class="postmark">differs from POST</span>'
-    return (f'<p class="small">{legend}</p><table class="matrix" id="matrix"><thead><tr>'
-            f"<th>machine</th><th>verdict</th><th>bundle</th>{head}</tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table>")
+    return matrix(machines, _links, badge)
 
 
 def group_failures(machines: list[dict]) -> list[tuple[dict, list[dict]]]:
@@ -355,37 +362,69 @@ def _group_causes(machines: list[dict]) -> str:
     return f'<ul class="causes">{"".join(rows)}</ul>'
 
 
-def _timing_svg(machines: list[dict]) -> str:
-    per: dict[tuple[int, str], list[float]] = defaultdict(list)
+def time_rows(machines: list[dict]) -> list[Row]:
+    """One chart row per step: the median of the machines' times (each the target's where it
+    gave one, else the host's), every machine's time as a dot."""
+    per: dict[tuple[int, str], list[tuple[str, float, str]]] = defaultdict(list)
     for m in machines:
         for s in m["steps"]:
-            if s.get("seconds") is not None:
-                per[(s["index"] if isinstance(s["index"], int) else 0, str(s["id"]))].append(
-                    s["seconds"])
-    if not per:
-        return '<p class="small">No step timings in the reports.</p>'
-    rows = sorted(per)
-    med = {k: statistics.median(v) for k, v in per.items()}
-    top = max(max(v) for v in per.values()) or 1.0
-    width, label, rh = 520, 200, 16
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" id="timing" width="{label + width + 90}" '
-             f'height="{rh * len(rows) + 10}" font-size="11" font-family="sans-serif">']
-    for n, key in enumerate(rows):
-        y = 5 + n * rh
-        w = max(1.0, med[key] / top * width)
-        parts.append(f'<text x="{label - 4}" y="{y + 11}" text-anchor="end">{key[0]:03d} '
-                     f'{_e(key[1])}</text><rect x="{label}" y="{y + 2}" width="{w:.1f}" '
-                     f'height="{rh - 4}" fill="#5c6bc0"><title>{_e(key[1])}: median '
-                     f'{med[key]:.4f} s over {len(per[key])} machines</title></rect>')
-        for v in per[key]:
-            parts.append(f'<circle cx="{label + v / top * width:.1f}" cy="{y + rh / 2}" r="2" '
-                         f'fill="#222"/>')
-        parts.append(f'<text x="{label + w + 4:.1f}" y="{y + 11}">{med[key]:.3f} s</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+            us, src = step_time(s)
+            if us is not None:
+                key = (s["index"] if isinstance(s["index"], int) else 0, str(s["id"]))
+                per[key].append((m["name"], us, src))
+    rows = []
+    for (i, sid), got in sorted(per.items()):
+        values = [us for _n, us, _s in got]
+        srcs = {src for _n, _us, src in got}
+        src = TARGET if srcs == {TARGET} else HOST if srcs == {HOST} else MIXED
+        med = statistics.median(values)
+        tip = (f"{i:03d} {sid}: median {fmt_us(med)} over {len(got)} machines; "
+               + ", ".join(f"{n} {fmt_us(us)}{' (host)' if s == HOST else ''}" for n, us, s in got))
+        rows.append(Row(f"{i:03d} {sid}", med, src, values if len(values) > 1 else [], tip))
+    return rows
 
 
-def html_report(sweep: dict) -> str:
+def _timing_svg(machines: list[dict]) -> str:
+    clocks = sorted({m["clock"] for m in machines if m.get("clock")})
+    note = clocks[0] if len(clocks) == 1 else ""
+    return chart(time_rows(machines), note=note)
+
+
+_SVG_START = '<svg xmlns="http://www.w3.org/2000/svg" class="kt-memmap"'
+_SVG_REFUSED = re.compile(r"(?i)<script|<foreignobject|\bon\w+\s*=|href|<!entity|<\?xml-stylesheet")
+
+
+def _memory_map(out_dir: Path | None, m: dict) -> str | None:
+    """A machine's memory-map.svg, to inline: only the picture kexectest draws (it starts as
+    memmap_svg writes it, and holds nothing that runs or fetches)."""
+    if out_dir is None or not m.get("memory_map"):
+        return None
+    try:
+        text = (Path(out_dir) / m["memory_map"]).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    if not text.startswith(_SVG_START) or _SVG_REFUSED.search(text) or len(text) > 2_000_000:
+        return None
+    return text
+
+
+def _memory_maps(out_dir: Path | None, machines: list[dict]) -> str:
+    items = []
+    for m in machines:
+        svg = _memory_map(out_dir, m)
+        if svg is None:
+            continue
+        differs = 'class="diff"' in svg
+        items.append(f'<figure class="mm" style="margin:0" data-machine="{_e(m["name"])}"><figcaption><b>'
+                     f'{_e(m["name"])}</b>{" - the maps differ" if differs else ""} '
+                     f'(<a href="{_e(m["memory_map"])}">memory-map.svg</a>)</figcaption>{svg}</figure>')
+    if not items:
+        return '<p class="small">No memory map in the bundles.</p>'
+    return f'<div id="memory-maps" style="display:flex;flex-wrap:wrap;gap:12px">{"".join(items)}</div>'
+
+
+def html_report(sweep: dict, out_dir: Path | None = None) -> str:
+    """The page; with `out_dir` (the sweep directory) each bundle's memory map is inlined."""
     ms = sweep["machines"]
     counts = " ".join(f"{badge(v)} {n}" for v, n in sorted(
         sweep["counts"].items(), key=lambda kv: SEVERITY.index(kv[0]) if kv[0] in SEVERITY else 99))
@@ -396,5 +435,6 @@ def html_report(sweep: dict) -> str:
             f'{sweep["exit_code"]}</span></p>'
             f"<h2>Machine x step</h2>{_matrix(ms)}"
             f"<h2>Failures by signature</h2>{_failures(ms)}"
-            f"<h2>Time per step</h2>{_timing_svg(ms)}")
+            f"<h2>Time per step</h2>{_timing_svg(ms)}"
+            f"<h2>Memory maps</h2>{_memory_maps(out_dir, ms)}")
     return page(f"kexectest sweep {lab}", body)

@@ -22,7 +22,7 @@ import string
 import tarfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import Exit, KexectestError
 from ..fsutil import atomic_file, copy_atomic, os_error, rewrite_atomic, write_atomic
@@ -322,6 +322,8 @@ def finalize(run_dir: Path, *, report: dict | None, summary: str | None, environ
             run_dir / "report.json", json.dumps(doc(report), indent=2) + "\n"))
     if summary is not None:
         w.do("summary.md", lambda: write_atomic(run_dir / "summary.md", text(summary)))
+    if report is not None and report.get("schema_version") is not None:  # a whole report.json
+        w.do("summary.html", lambda: write_pages(run_dir, doc(report), console_lines(run_dir)))
     if payload_elf is not None and Path(payload_elf).is_file():
         def payload():
             copy_atomic(Path(payload_elf), run_dir / "payload.elf")
@@ -353,6 +355,44 @@ def finalize(run_dir: Path, *, report: dict | None, summary: str | None, environ
     if w.errors:
         raise w.failure(tarball)
     return tarball
+
+
+def console_lines(run_dir: Path) -> Iterator[str]:
+    """The captured console's lines, streamed in bounded memory (console.raw, else
+    console.log; a line cut at the trace's length limit is left out, no snapshot line is that
+    long): where the pages find the kernel's "before" snapshot."""
+    from ..trace import LineSplitter
+
+    for name in ("console.raw", consolelog.NAME):
+        path = Path(run_dir) / name
+        if not path.is_file():
+            continue
+        splitter = LineSplitter()
+        try:
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(CHUNK), b""):
+                    yield from (ln.text for ln in splitter.feed(block) if not ln.truncated)
+        except OSError as exc:
+            raise os_error(path, exc, "read") from None
+        yield from (ln.text for ln in splitter.flush() if not ln.truncated)
+        return
+
+
+def write_pages(directory: Path, report: dict, lines: Iterable[str | bytes]) -> list[str]:
+    """The pages a browser shows beside summary.md: memory-map.svg (when a map has ranges) and
+    summary.html, from report.json's content and the console's lines; the names written.  The
+    picture holds only the maps' numbers and type names, the page only what report.json holds
+    (already redacted and scrubbed when the bundle is)."""
+    from . import memmap_svg, summary_html
+
+    directory = Path(directory)
+    svg = memmap_svg.render(memmap_svg.memory_maps(report, lines))
+    written = []
+    if svg is not None:
+        write_atomic(directory / memmap_svg.NAME, svg)
+        written.append(memmap_svg.NAME)
+    write_atomic(directory / summary_html.NAME, summary_html.render(report, svg))
+    return written + [summary_html.NAME]
 
 
 def _redact_file(path: Path, red: Redactor) -> None:

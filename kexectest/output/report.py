@@ -71,6 +71,61 @@ def short_result(step: dict, width: int = 70) -> str:
     return s if len(s) <= width else s[: width - 3] + "..."
 
 
+def step_anchor(step: dict) -> str:
+    """The anchor of a step in summary.md and summary.html (`step-041-edd-params`): sweep
+    matrix cells link to it."""
+    idx = step.get("index")
+    return f"step-{idx:03d}-{step.get('id')}" if isinstance(idx, int) else f"step-{step.get('id')}"
+
+
+def clock_note(d: dict) -> str:
+    """How the step times were measured, from the payload's `state tsc` line."""
+    tsc = (d.get("state") or {}).get("tsc") or {}
+    khz = tsc.get("khz")
+    if isinstance(khz, int) and khz > 0:
+        latch = tsc.get("latch")
+        span = f" over {latch / 1193.182:.1f} ms of PIT channel 2" if isinstance(latch, int) else ""
+        return (f"Times measured on the target: its TSC at {khz / 1000:.3f} MHz, calibrated "
+                f"against the PIT{span}")
+    host = "Times are host time stamps only (they say little about the calls themselves): "
+    if str(tsc.get("present")) == "0":
+        return host + "the target's CPU has no TSC (CPUID), so it timed nothing"
+    if tsc:
+        return host + "the TSC's calibration failed (the PIT never ended its count)"
+    return host + "the payload printed no calibration (one that does not time its calls)"
+
+
+def step_time_text(step: dict) -> str:
+    """A step's time for a table cell: the target's, or the host's marked as such."""
+    from .timechart import HOST, fmt_us, step_time
+
+    us, src = step_time(step)
+    if us is None:
+        return ""
+    return fmt_us(us) + (" (host)" if src == HOST else "")
+
+
+def _time_section(d: dict, limit: int = 8) -> list[str]:
+    """Where the time went: the longest steps, as the target measured them."""
+    from .timechart import HOST, fmt_us, step_time
+
+    timed = [(us, src, s) for s in d["steps"] for us, src in [step_time(s)] if us]
+    if not timed:
+        return []
+    timed.sort(key=lambda x: -x[0])
+    total = sum(us for us, _src, _s in timed)
+    out = ["", "### Where the time went", "", clock_note(d)
+           + ("; steps marked (host) have host time only" if any(src == HOST for _u, src, _s in timed)
+              and not all(src == HOST for _u, src, _s in timed) else "") + ".", ""]
+    out += [f"- `{s['index']:03d}` `{s['id']}` ({_md_cell(s.get('title', ''))}): {fmt_us(us)}"
+            + (" (host)" if src == HOST else "") + f", {100 * us / total:.0f} %"
+            for us, src, s in timed[:limit]]
+    if len(timed) > limit:
+        rest = sum(us for us, _src, _s in timed[limit:])
+        out.append(f"- {len(timed) - limit} more steps: {fmt_us(rest)} together")
+    return out
+
+
 def _md_cell(s: str) -> str:
     return str(s).replace("|", "\\|").replace("\n", " ")
 
@@ -78,8 +133,11 @@ def _md_cell(s: str) -> str:
 def render_summary_md(analysis: Analysis, environment: dict | None = None,
                       baseline: dict | None = None) -> str:
     """Paste-ready for any tracker (with the POST baseline's section when there is one)."""
+    from .memmap_svg import memory_maps
+
     env = environment or {}
     d = analysis.to_dict()
+    maps = [m.name for m in memory_maps(d, (ln.text for ln in analysis.lines)) if m.ranges]
     out = [f"## kexectest: {d['verdict']}", "", f"**{d['summary']}**", ""]
     loc = d["hang"] or d["reset"]
     if loc and loc.get("step"):
@@ -130,7 +188,8 @@ def render_summary_md(analysis: Analysis, environment: dict | None = None,
             counts[s["status"]] = counts.get(s["status"], 0) + 1
         tally = ", ".join(f"{n} {st}" for st, n in counts.items())
         out += ["", f"<details><summary>All {len(d['steps'])} steps ({tally})</summary>", ""]
-        out += _step_table(d["steps"]) + ["", "</details>"]
+        out += _step_table(d["steps"], anchors=True) + ["", "</details>"]
+        out += _time_section(d)
     out += _devices_section(d)
     ba = d["before_after"]
     if ba.get("available"):
@@ -140,6 +199,10 @@ def render_summary_md(analysis: Analysis, environment: dict | None = None,
         else:
             out.append("- no differences (E820 map, base memory, drives)")
     out += baseline_section(baseline)
+    if maps:
+        out += ["", f"Memory maps as a picture: [memory-map.svg](memory-map.svg) ({', '.join(maps)}"
+                    " side by side, differences marked); the whole report as a page: "
+                    "[summary.html](summary.html)."]
     if d["e820"]:
         out += ["", "### E820 map (payload)", "", "```"]
         out += [f"{e['base']:016X}-{e['base'] + e['length'] - 1:016X} {e.get('type_name', e['type'])}"
@@ -233,11 +296,15 @@ def _damage_section(d: dict) -> list[str]:
     return out
 
 
-def _step_table(steps: list[dict]) -> list[str]:
-    rows = ["| # | step | call | status | result |", "|---|---|---|---|---|"]
+def _step_table(steps: list[dict], anchors: bool = False) -> list[str]:
+    """The steps as a table; with `anchors`, each row carries its step's anchor (the table of
+    all steps: links from the sweep report land on the row)."""
+    rows = ["| # | step | call | status | time | result |", "|---|---|---|---|---|---|"]
     for s in steps:
-        rows.append(f"| {s['index']:03d} | {s['id']} | {_md_cell(s.get('call', ''))} | "
-                    f"{_MARK.get(s['status'], s['status'])} | {_md_cell(short_result(s))} |")
+        anchor = f'<a id="{step_anchor(s)}"></a>' if anchors else ""
+        rows.append(f"| {s['index']:03d} | {s['id']} | {anchor}{_md_cell(s.get('call', ''))} | "
+                    f"{_MARK.get(s['status'], s['status'])} | {step_time_text(s)} | "
+                    f"{_md_cell(short_result(s))} |")
     return rows
 
 

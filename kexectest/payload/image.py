@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +38,13 @@ from .layout import (  # noqa: F401  (the payload package's names for them)
 _STEP_FMT = layout.STEP_ROW
 
 # What the STEP macro writes about each row into a section that is never loaded
-# (docs/payload.md): a format string, then id, title, fn, need per row.
-STEP_META_FORMAT = "kt-step-meta 1"
+# (docs/payload.md): a format string, then id, title, fn, need (and from version 2 the
+# GROUP the row is in) per row.
+STEP_META_SECTION = ".kt_step_meta"
+STEP_META_FORMAT = "kt-step-meta 2"
+STEP_META_STRINGS = {"kt-step-meta 1": 4, STEP_META_FORMAT: 5}  # strings per record, by format
 STEP_NEEDS = ("required", "optional")
+_GROUP_OK = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,31}").fullmatch
 # The input registers a row's `fn` may name: register -> (row field, shift, bits).
 REGISTERS = {name: (f"e{r}x", shift, bits) for r in "abcd" for name, shift, bits in (
     (f"{r.upper()}L", 0, 8), (f"{r.upper()}H", 8, 8), (f"{r.upper()}X", 0, 16),
@@ -79,6 +84,7 @@ class Step:
     title: str | None = None  # None: an ELF without step metadata (older than the section)
     fn: str = ""  # the registers whose input values name the BIOS function: "AX", "AH+BL"
     optional: bool = False  # a healthy BIOS may lack the service
+    group: str = ""  # its BIOS concern (steps.S GROUP: memory, A20, disk...); "" before format 2
 
     @property
     def function(self) -> str:
@@ -224,22 +230,27 @@ class PayloadImage:
             return False
         raw = sec.data()
         fields = raw.split(b"\0")
-        if not raw.endswith(b"\0") or fields[0].decode("ascii", "replace") != STEP_META_FORMAT:
+        width = STEP_META_STRINGS.get(fields[0].decode("ascii", "replace"))
+        if not raw.endswith(b"\0") or width is None:
             raise _bad(self.path, f"{STEP_META_SECTION} is not '{STEP_META_FORMAT}' step metadata")
         body = [f.decode("utf-8", "replace") for f in fields[1:-1]]
-        records = [body[i:i + 4] for i in range(0, len(body), 4)]
-        if len(body) != 4 * len(self.steps):
-            raise _bad(self.path, f"{STEP_META_SECTION} holds {len(body)} strings, not 4 for each "
-                                  f"of the {len(self.steps)} steps")
-        for n, ((sid, title, fn, need), step) in enumerate(zip(records, self.steps)):
+        records = [body[i:i + width] for i in range(0, len(body), width)]
+        if len(body) != width * len(self.steps):
+            raise _bad(self.path, f"{STEP_META_SECTION} holds {len(body)} strings, not {width} "
+                                  f"for each of the {len(self.steps)} steps")
+        for n, (record, step) in enumerate(zip(records, self.steps)):
+            sid, title, fn, need = record[:4]
+            group = record[4] if width > 4 else ""
             where = f"{STEP_META_SECTION} record {n} ({sid})"
             if sid != step.name:
                 raise _bad(self.path, f"{where} is not step {n} {step.name}")
             unknown = [r for r in filter(None, fn.split("+")) if r not in REGISTERS]
             if unknown or need not in STEP_NEEDS or not title:
                 raise _bad(self.path, f"{where}: bad title, fn={fn!r} or need={need!r}")
+            if width > 4 and not _GROUP_OK(group):
+                raise _bad(self.path, f"{where}: bad group {group[:40]!r}")
             self.steps[n] = dataclasses.replace(step, title=title, fn=fn,
-                                                optional=need == "optional")
+                                                optional=need == "optional", group=group)
         return True
 
     # -- steps ---------------------------------------------------------------------------------

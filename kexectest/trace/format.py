@@ -82,7 +82,7 @@ FIELD_FORMS = {
     "ds": _H4, "es": _H4, "fl": _H4, "off": _H4, "tag": _WORD, "reason": _WORD,
     "version": _WORD, "build": r"(?:[0-9A-F]{2}){1,32}|none", "entry": r"[0-9]{2}",
     "uart": _H4, "div": _H4, "steps": r"[0-9]{3}", "errors": r"[0-9]{3}", "next": _WORD,
-    "via": _WORD,
+    "via": _WORD, "us": _H8,
 }
 _KEY = r"[A-Za-z0-9_]{1,32}"
 # one token: a known key with its form, or any other key (one this host does not read) with a
