@@ -370,10 +370,11 @@ def test_real_direct_capture_device_paths_and_bridge():
 @pytest.mark.qemu
 def test_lab_guest_shows_its_pci_functions_with_their_drivers(tmp_path, built_payload, lab_image):
     """q35 through a real kexec: the snapshot lists every PCI function with its Linux driver
-    (virtio_pci is bound for the 9p share), and the payload's scan after kexec the same ones."""
+    (virtio_pci is bound for the 9p share, so the run takes the 9p way in), and the payload's
+    scan after kexec the same ones."""
     from kexectest.lab.runner import run_virtual
     result = run_virtual("q35", out_dir=tmp_path, payload=built_payload, image=lab_image,
-                         quiet=True, accel="tcg", timeout=20.0)
+                         quiet=True, accel="tcg", timeout=20.0, agent="9p")
     console = (result.bundle_dir / "console.log").read_bytes()
     report = json.loads((result.bundle_dir / "report.json").read_text())
     lines = split_all(console)

@@ -26,6 +26,8 @@ from ..analysis import baseline as bl
 from ..errors import Exit, KexectestError
 from ..output.bundle import finalize
 from ..output.report import render_summary_md, report_dict
+from . import firmware as fw
+from .shape import Shape
 
 POST_DIR = "post"
 FAULTS = ("hang_at", "reset_at")  # the run after kexec's alone
@@ -75,7 +77,7 @@ def compare_runs(post, kexec, post_env: dict, kexec_env: dict) -> dict:
 def run_baseline(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path | str = "out",
                  redact: bool = False, log=None, **kw) -> BaselineResult:
     """POST, then `loader` (syscall or kexec-tools) on the same shape; see the module's doc."""
-    from .runner import run_virtual
+    from .runner import resolve_agent, run_virtual
 
     if loader == "direct":
         raise KexectestError("lab: --baseline compares a run after kexec with POST: it needs "
@@ -88,8 +90,11 @@ def run_baseline(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path 
         log("baseline: the firmware boots the payload's disk image (POST)")
         # the POST run has no Linux: the faults and the guest's drivers are the kexec run's
         post_kw = {k: v for k, v in kw.items() if k not in FAULTS and k != "drivers"}
-        post = run_virtual(machine, loader="direct", post=True, out_dir=Path(tmp),
-                           redact=redact, log=log, **post_kw)
+        # the same devices as the kexec run: the host share's virtio device where it takes it
+        firm = fw.get(Shape.of(machine, firmware=kw.get("firmware")).firmware)
+        share = resolve_agent(kw.get("agent", "auto"), loader, kw.get("drivers"), firm) == "9p"
+        post = run_virtual(machine, loader="direct", post=True, post_share=share,
+                           out_dir=Path(tmp), redact=redact, log=log, **post_kw)
         image = Path(tmp) / "payload-direct.img"
         log(f"baseline: POST {post.verdict}; now Linux + kexec ({loader}) on the same machine")
         kexec = run_virtual(machine, loader=loader, out_dir=out_dir, redact=redact, log=log,

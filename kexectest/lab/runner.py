@@ -110,6 +110,21 @@ def _lab_disks(img: lab_image.LabImage | None, shape: Shape) -> list[Path]:
     return list(img.disks[:shape.disks]) if img is not None and shape.disks else []
 
 
+def resolve_agent(agent: str, loader: str, drivers, firm: fw.Firmware) -> str:
+    """The way into the guest that `agent` (AGENTS) comes to for this run: "auto" pushes, but
+    takes the host share where the guest needs it anyway -- the kernel's modules (read from the
+    lab cache) and Linux booted from a CD (the pushed agents' guests are booted by -kernel)."""
+    needs_share = [why for why, yes in (("guest drivers", bool(drivers)),
+                                        (f"Linux from a CD under {firm.name}",
+                                         not firm.kernel_boot)) if yes]
+    if agent == "auto":
+        return "9p" if needs_share else "python" if loader == "syscall" else "shell"
+    if needs_share and agent in ("python", "shell") and loader != "direct":
+        raise KexectestError(f"lab: {' and '.join(needs_share)} come over the host share: "
+                             "--agent 9p (or auto)", Exit.CONFIG)
+    return agent
+
+
 def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path | str = "out",
                 timeout: float = 60.0, console=None, memory: int | None = None,
                 memory_mib: int | None = None, smp: int | None = None, disks: int | None = None,
@@ -120,7 +135,7 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
                 overall_timeout: float | None = None, image: lab_image.LabImage | None = None,
                 log=None, cold: bool = False, disk_bus: str | None = None,
                 drivers: list[str] | tuple = (), boot_image: Path | None = None,
-                post: bool = False, agent: str = "auto", **config):
+                post: bool = False, post_share: bool = True, agent: str = "auto", **config):
     """Run the payload on one virtual machine and return the session's SessionResult.
 
     `machine`: "pc"/"q35", a dict or an object with machine/memory/smp/disks/accel/firmware;
@@ -133,7 +148,8 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
     `disk_bus`: the bus of the lab disks (lab/diskbus.py; default the machine's own);
     `drivers`: guest kernel modules loaded before `kexectest load`, with what they and the
     disks need (lab/drivers.py).  `boot_image`, `post` (run_baseline's): the payload's disk
-    image as the first disk, and a POST run booting it with every device the Linux run has.
+    image as the first disk, and a POST run booting it with every device the Linux run has
+    (`post_share`: the host share's virtio device too, as a Linux run that takes the 9p way).
     `agent`: AGENTS -- "auto" pushes the Python agent for `syscall` and the shell agent for
     `kexec-tools`, and is "9p" where the guest needs the host share (drivers, Linux from a CD).
     """
@@ -160,16 +176,7 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
         raise KexectestError("lab: drivers are loaded by the lab's Linux, and the direct loader "
                              "boots the payload without it", Exit.CONFIG)
     firm = fw.get(shape.firmware)
-    # what only the host share gives the guest: the kernel's modules (read from the lab cache),
-    # and Linux booted from a CD (the pushed agents' guests are booted by -kernel)
-    needs_share = [why for why, yes in (("guest drivers", bool(drivers)),
-                                        (f"Linux from a CD under {firm.name}",
-                                         not firm.kernel_boot)) if yes]
-    if agent == "auto":
-        agent = ("9p" if needs_share else "python" if loader == "syscall" else "shell")
-    if needs_share and agent in ("python", "shell") and loader != "direct":
-        raise KexectestError(f"lab: {' and '.join(needs_share)} come over the host share: "
-                             "--agent 9p (or auto)", Exit.CONFIG)
+    agent = resolve_agent(agent, loader, drivers, firm)
     if agent == "shell" and loader == "syscall":
         raise KexectestError("lab: the shell agent loads through kexec-tools only: "
                              "--loader kexec-tools, or --agent python", Exit.CONFIG)
@@ -210,7 +217,8 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
         img = (image or lab_image.build_image(log=log)) if shape.disks or post else None
         if post or not firm.kernel_boot:  # the firmware boots the payload's disk image
             boot_image = bootimage.write_image(elf_run, "disk", out_dir / "payload-direct.img")
-            q = Qemu(disks=[boot_image, *_lab_disks(img, shape)], boot="c", share_host=post,
+            q = Qemu(disks=[boot_image, *_lab_disks(img, shape)], boot="c",
+                     share_host=post and post_share,
                      cdrom=linux_cd(img) if needs_cd else None, **common)
             boot = "the payload's disk image"
         else:
