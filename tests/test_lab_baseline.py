@@ -6,6 +6,7 @@ that differ from POST."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tarfile
@@ -153,6 +154,9 @@ load = {{ via = "direct" }}
     assert html.count('data-post="differs"') == len(hung["baseline"]["steps"])
     assert "differs from POST: status: ok at POST, hung after kexec" in html
     assert '<span class="postmark">differs from POST</span>' in html
+    # each concern's collapsed cell counts its steps that differ (the matrix fits when collapsed)
+    assert sum(int(n) for n in re.findall(r'data-post-steps="(\d+)"', html)) == \
+        len(hung["baseline"]["steps"])
 
 
 @pytest.mark.qemu

@@ -151,7 +151,7 @@ def matrix(machines: list[dict], links, badge) -> str:
             cells.append(_cell(f"c g g-{sg} {STATUS_CLASS.get(st, 'none')}{' post' if differs else ''}",
                                tip, _href(m, target["anchor"] if target else None), text,
                                f' data-group-status="{_e(st)}"'
-                               + (' data-post="differs"' if differs else "")))
+                               + (f' data-post-steps="{len(differs)}"' if differs else "")))
             for k in steps:
                 s = by.get(k)
                 if s is None:
