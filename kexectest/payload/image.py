@@ -154,16 +154,7 @@ class PayloadImage:
     @classmethod
     def open(cls, path: Path | str) -> "PayloadImage":
         path = Path(path)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise _bad(path, "no such file") from None
-        except IsADirectoryError:
-            raise _bad(path, "is a directory, not an ELF file") from None
-        except OSError as exc:
-            raise _bad(path, f"cannot read: {exc.strerror}") from None
-        if not data:
-            raise _bad(path, "empty file")
+        data = layout.read_payload_bytes(path)
         if data[:4] != b"\x7fELF":
             raise _bad(path, "not an ELF file")
         try:

@@ -30,6 +30,24 @@ STEP_ROW = struct.Struct("<HBBHH4IHHIHH")
 assert STEP_ROW.size == 36
 
 
+def read_payload_bytes(path):
+    """The bytes of the payload file at `path` (a pathlib.Path), or one line saying why there
+    are none: both ELF readers open a payload this way."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise KexectestError("{}: no such file".format(path), Exit.BAD_INPUT) from None
+    except IsADirectoryError:
+        raise KexectestError("{}: is a directory, not an ELF file".format(path),
+                             Exit.BAD_INPUT) from None
+    except OSError as exc:
+        raise KexectestError("{}: cannot read: {}".format(path, exc.strerror),
+                             Exit.BAD_INPUT) from None
+    if not data:
+        raise KexectestError("{}: empty file".format(path), Exit.BAD_INPUT)
+    return data
+
+
 def page_floor(addr: int) -> int:
     return addr & ~(PAGE - 1)
 

@@ -61,16 +61,7 @@ class PayloadFile:
     @classmethod
     def open(cls, path) -> "PayloadFile":
         path = Path(path)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise _bad(path, "no such file") from None
-        except IsADirectoryError:
-            raise _bad(path, "is a directory, not an ELF file") from None
-        except OSError as exc:
-            raise _bad(path, f"cannot read: {exc.strerror}") from None
-        if not data:
-            raise _bad(path, "empty file")
+        data = layout.read_payload_bytes(path)
         return cls(path, data)
 
     # -- reading --------------------------------------------------------------------------------
