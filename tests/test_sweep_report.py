@@ -179,3 +179,40 @@ def test_failure_groups_name_the_device_and_driver(tmp_path):
     assert text.count('<li class="cause" data-bdf="00:1f.2" data-driver="ahci">') == 1
     assert "00:1f.2 AHCI controller, Linux driver ahci, bus master on -&gt; off" in text
     assert "held by Linux&#x27;s ahci driver before kexec" in text and "(q35-a, q35-b)" in text
+
+
+def test_matrix_cells_and_markdown_name_the_device_and_driver(tmp_path):
+    """The interference matrix's cells (issue 9): a failing concern's cell says the driver that
+    held the device behind its first failed step, from the run's own evidence (a real lab
+    capture: q35, ahci loaded before kexec); the same machine without the driver is green; the
+    Markdown summary has the same cells as a table."""
+    from kexectest.analysis.replay import analyze_log
+
+    corpus = Path(__file__).parent / "corpus"
+    held = analyze_log(corpus / "real-lab-ahci-q35.log").to_dict()
+    free = analyze_log(corpus / "real-lab-ahci-no-driver-q35.log").to_dict()
+    root = make_sweep(tmp_path / "s", {"q35-ahci-linux": ("hung", held),
+                                       "q35-ahci": (free["verdict"], free),
+                                       "m-dead": ("error", None)})
+    text = (root / "report.html").read_text()
+    row = text[text.index('data-machine="q35-ahci-linux"'):]
+    row = row[:row.index("</tr>")]
+    disk = row[row.index('data-group-status="hung"') - 200:]
+    assert 'data-bdf="00:1f.2" data-driver="ahci"' in disk
+    assert "device: 00:1f.2 AHCI controller, Linux driver ahci, bus master on -&gt; off" in disk
+    assert ">1 ahci</a>" in disk, "the count of failed steps, then the driver"
+    other = text[text.index('data-machine="q35-ahci"'):]
+    other = other[:other.index("</tr>")]
+    assert 'data-group-status="hung"' not in other and "data-driver=" not in other
+    md = (root / "summary.md").read_text()
+    lines = md.splitlines()
+    head = next(l for l in lines if l.startswith("| configuration"))
+    assert head.strip("| ").split(" | ") == ["configuration", "verdict", "disk"], \
+        "only the concerns that failed"
+    (bad,) = [l for l in lines if l.startswith("| q35-ahci-linux |")]
+    assert "**hung** read-chs hung: 00:1f.2 held by ahci" in bad
+    (good,) = [l for l in lines if l.startswith("| q35-ahci |")]
+    assert good.split(" | ")[2].strip(" |") == "ok"
+    assert any(l.startswith("| m-dead | error: ") for l in lines)
+    assert "## Causes, as the runs found them" in md and "(q35-ahci-linux)" in md
+    assert "Linux driver ahci, bus master on -> off" in md

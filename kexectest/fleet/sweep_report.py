@@ -1,4 +1,4 @@
-"""A sweep's results as sweep.json, JUnit XML and one self-contained HTML page.
+"""A sweep's results as sweep.json, JUnit XML, one self-contained HTML page and summary.md.
 
 All three are rendered from the same sweep dict (the content of sweep.json),
 which is built from the journal's per-machine records plus each bundle's
@@ -21,7 +21,8 @@ from pathlib import Path
 from ..errors import VERDICT_EXIT, Exit, KexectestError
 from ..fsutil import write_atomic
 from ..output.timechart import HOST, TARGET, MIXED, Row, chart, fmt_us, step_time
-from .sweep_matrix import CSS as MATRIX_CSS, STATUS_CLASS, matrix
+from .sweep_markdown import summary_md
+from .sweep_matrix import CSS as MATRIX_CSS, STATUS_CLASS, device_facts, matrix
 
 FORMAT = "kexectest-sweep/1"
 # worst last: the sweep's exit code is the code of its worst machine
@@ -198,10 +199,11 @@ def load_sweep(directory: Path) -> dict:
 def write_reports(out_dir: Path, sweep: dict) -> dict[str, Path]:
     out_dir = Path(out_dir)
     paths = {"json": out_dir / "sweep.json", "junit": out_dir / "junit.xml",
-             "html": out_dir / "report.html"}
+             "html": out_dir / "report.html", "md": out_dir / "summary.md"}
     write_atomic(paths["json"], json.dumps(sweep, indent=2, sort_keys=False) + "\n")
     write_atomic(paths["junit"], junit_xml(sweep))
     write_atomic(paths["html"], html_report(sweep, out_dir))
+    write_atomic(paths["md"], summary_md(sweep))
     return paths
 
 
@@ -330,10 +332,6 @@ def _failures(machines: list[dict]) -> str:
     return f'<ul id="failures">{"".join(items)}</ul>'
 
 
-def _bm(v) -> str:
-    return {True: "on", False: "off"}.get(v, "?")
-
-
 def _group_causes(machines: list[dict]) -> str:
     """The devices behind a group's failed or hung calls: each distinct cause once, with the
     machines it was found on (one signature can hold machines whose disks sit on different
@@ -348,9 +346,7 @@ def _group_causes(machines: list[dict]) -> str:
     for c, names in seen.values():
         d = c.get("device")
         if d:
-            driver = d["linux_driver"] or "none or not known"
-            facts = (f'{d["bdf"]} {d["class"]}, Linux driver {driver}, bus master '
-                     f'{_bm(d["bus_master_before"])} -> {_bm(d["bus_master_after"])}')
+            facts = device_facts(d)
             attrs = f' data-bdf="{_e(d["bdf"])}" data-driver="{_e(d["linux_driver"] or "")}"'
         else:
             facts, attrs = "device not known", ' data-bdf=""'
