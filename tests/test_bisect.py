@@ -126,6 +126,10 @@ def test_bisect_names_the_culprit_and_journals_every_probe(tmp_path):
     assert sum(r["event"] == "probe" for r in recs) == len(calls)
     assert recs[-1] == {**recs[-1], "event": "bisect-end", "culprit": ["ahci"]}
     assert "ahci" in res.one_line() and "passes without it" in res.one_line()
+    hint = res.suggestion()
+    alone = next(i for i, p in enumerate(res.probes, 1) if p.drivers == ["ahci"])
+    assert f"read-chs fails with ahci alone (probe {alone})" in hint
+    assert "answers with loop, dm_mod loaded" in hint and "modprobe.blacklist=ahci" in hint
 
 
 def test_an_interrupted_bisect_resumes_without_running_a_probe_again(tmp_path):
@@ -167,7 +171,7 @@ def test_a_failure_without_any_of_the_drivers_has_no_culprit(tmp_path):
         return SimpleNamespace(verdict="hung", exit_code=3, bundle_dir=None,
                                analysis=SimpleNamespace(steps=steps, one_line=lambda: "hung"))
     res = bs.Bisect(machine(DRIVERS), "read-chs", DRIVERS, tmp_path, run).run()
-    assert res.culprit == [] and len(res.probes) == 2
+    assert res.culprit == [] and len(res.probes) == 2 and res.suggestion() is None
     assert "with none of" in res.one_line()
 
 

@@ -153,6 +153,8 @@ def bisect(lab_file, machine, step, drivers, out_dir, as_json, quiet):
         click.echo(json.dumps(done.to_json(), indent=2))
     else:
         click.echo(done.one_line())
+        if done.suggestion():
+            click.echo(done.suggestion())
 
 
 def register(group: click.Group) -> None:

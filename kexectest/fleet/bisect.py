@@ -124,6 +124,26 @@ class BisectResult:
                 f"{len(self.probes)} probes ({runs} run now)")
 
 
+    def suggestion(self) -> str | None:
+        """What would make the BIOS work, from two probes of this bisect: the culprit alone
+        failing, and the largest set without all of it answering; None when the probes do not
+        hold both."""
+        if not self.culprit:
+            return None
+        alone = next((i for i, p in enumerate(self.probes, 1)
+                      if sorted(p.drivers) == sorted(self.culprit) and p.outcome == FAIL), None)
+        passing = [(i, p) for i, p in enumerate(self.probes, 1)
+                   if p.outcome == PASS and not set(self.culprit) <= set(p.drivers)]
+        if alone is None or not passing:
+            return None
+        i, p = max(passing, key=lambda ip: len(ip[1].drivers))
+        names = ", ".join(self.culprit)
+        return (f"what would make the BIOS work: {self.step} fails with {names} alone (probe "
+                f"{alone}) and answers with {', '.join(p.drivers) or 'no drivers'} loaded "
+                f"(probe {i}): load the payload from a Linux without {names} (booted with "
+                f"modprobe.blacklist={','.join(self.culprit)}, or {names} not built)")
+
+
 def _key(drivers) -> str:
     return ",".join(sorted(drivers))
 

@@ -63,17 +63,29 @@ def summary_md(sweep: dict) -> str:
             out.append(f"Every step of {', '.join(answered)} answered on every machine that "
                        "reached it.")
             out.append("")
-    causes: dict[str, tuple[dict, list[str]]] = {}
+    causes: dict[str, tuple[dict, dict, dict]] = {}  # sentence -> (cause, steps, machines)
     for m in ms:
         for c in m.get("causes") or ():
-            causes.setdefault(str(c.get("sentence")), (c, []))[1].append(m["name"])
+            got = causes.setdefault(str(c.get("sentence")), (c, {}, {}))
+            got[1][str(c.get("step"))] = None
+            got[2][m["name"]] = None
     if causes:
         out += ["## Causes, as the runs found them", ""]
-        for c, names in causes.values():
+        for c, steps, machines in causes.values():
             d = c.get("device")
-            where = f'{c.get("step")}' + (f', drive {c["drive"]}h' if c.get("drive") else "")
+            names = list(machines)
+            where = ", ".join(steps) + (f', drive {c["drive"]}h' if c.get("drive") else "")
             facts = device_facts(d) if d else "device not known"
             out.append(f"- **{_md(where)}** ({c.get('status')}): {_md(facts)}. "
                        f"{_md(c.get('sentence'))} ({', '.join(names)})")
+            if c.get("suggestion"):
+                out.append(f"  - what would make the BIOS work: {_md(c['suggestion'])}")
+        out.append("")
+    from .interference import findings
+
+    measured = findings(ms)
+    if measured:
+        out += ["## What makes the BIOS work, measured", ""]
+        out += [f"- {_md(f['sentence'])}" for f in measured]
         out.append("")
     return "\n".join(out)

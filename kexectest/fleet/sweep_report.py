@@ -33,7 +33,7 @@ SEVERITY = ["completed", "failed-steps", "no-output", "garbled", "reset", "hung"
             "interrupted"]
 _KEEP_STEP = ("index", "id", "title", "int", "function", "status", "result", "reason",
               "target_us", "device")
-_KEEP_CAUSE = ("step", "index", "drive", "status", "device", "sentence")
+_KEEP_CAUSE = ("step", "index", "drive", "status", "device", "sentence", "suggestion")
 OTHER_GROUP = "other"  # a step whose payload names no group (an ELF before step groups)
 
 
@@ -81,6 +81,7 @@ def machine_entry(out_dir: Path, rec: dict) -> dict:
         steps.append(step)
     summary = _bundle_file(out_dir, bundle, "summary.md")
     return {
+        "lab": _lab_of(out_dir, bundle),
         "name": rec["machine"],
         "kind": rec.get("kind", "hardware"),
         "tags": rec.get("tags", []),
@@ -106,6 +107,22 @@ def machine_entry(out_dir: Path, rec: dict) -> dict:
         "payload": report.get("payload"),
         "baseline": _baseline(report.get("baseline")),
     }
+
+
+def _lab_of(out_dir: Path, bundle: str | None) -> dict | None:
+    """A lab run's shape, loader and requested guest drivers (environment.json `lab`), which
+    the interference findings pair machines by; None for hardware or without the file."""
+    if not bundle:
+        return None
+    try:
+        lab = json.loads((out_dir / bundle / "environment.json").read_text()).get("lab")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(lab, dict) or not isinstance(lab.get("machine"), dict):
+        return None
+    drivers = lab.get("drivers") if isinstance(lab.get("drivers"), dict) else {}
+    return {"shape": lab["machine"], "loader": lab.get("loader"),
+            "drivers": list(drivers.get("requested") or ())}
 
 
 def _baseline(b: dict | None) -> dict | None:
@@ -358,6 +375,20 @@ def _group_causes(machines: list[dict]) -> str:
     return f'<ul class="causes">{"".join(rows)}</ul>'
 
 
+def _interference(machines: list[dict]) -> str:
+    """The pairs of configurations that show what makes a BIOS service work (fleet/
+    interference.py); nothing when the sweep has none."""
+    from .interference import findings
+
+    got = findings(machines)
+    if not got:
+        return ""
+    items = "".join(f'<li class="finding" data-machine="{_e(f["machine"])}" '
+                    f'data-answers-on="{_e(f["answers_on"])}">{_e(f["sentence"])}</li>'
+                    for f in got)
+    return f'<h2>What makes the BIOS work, measured</h2><ul id="interference">{items}</ul>'
+
+
 def time_rows(machines: list[dict]) -> list[Row]:
     """One chart row per step: the median of the machines' times (each the target's where it
     gave one, else the host's), every machine's time as a dot."""
@@ -431,6 +462,7 @@ def html_report(sweep: dict, out_dir: Path | None = None) -> str:
             f'{sweep["exit_code"]}</span></p>'
             f"<h2>Machine x step</h2>{_matrix(ms)}"
             f"<h2>Failures by signature</h2>{_failures(ms)}"
+            f"{_interference(ms)}"
             f"<h2>Time per step</h2>{_timing_svg(ms)}"
             f"<h2>Memory maps</h2>{_memory_maps(out_dir, ms)}")
     return page(f"kexectest sweep {lab}", body)
