@@ -548,9 +548,9 @@ def cause_suggestion(step: dict, use: Use) -> str | None:
     if not bios or not bios[1]:
         return None
     drv = use.held_by
-    return (f"load the payload from a Linux that leaves {row['bdf']} unbound: without "
-            f"{drv} (booted with modprobe.blacklist={drv}, or {drv} not built), so that "
-            f"{drv} never drives the device the BIOS's {bios[0]} driver set up (kernels with "
+    return (f"load the payload from a Linux that leaves {row['bdf']} unbound: one in "
+            f"which the {drv} driver never binds it (its module blacklisted, or not built), "
+            f"so that {drv} never drives the device the BIOS's {bios[0]} driver set up (kernels with "
             "4d4c10f763d7, 2025, clear bus mastering of unbound devices at kexec too); "
             f"`kexectest bisect` with the machine's drivers tells whether {drv} alone breaks "
             f"{step.get('id')}")

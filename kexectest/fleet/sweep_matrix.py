@@ -41,6 +41,7 @@ table.matrix th.s{writing-mode:vertical-rl;transform:rotate(180deg);font-weight:
   font-size:11px;padding:3px 0;white-space:nowrap}
 table.matrix td.c{padding:0;height:22px;text-align:center}
 table.matrix td.g{min-width:54px;white-space:nowrap}
+table.matrix td.g a{padding:0 4px}
 table.matrix td.s{width:14px;min-width:14px}
 table.matrix td.c a{display:block;height:100%;min-height:22px;line-height:22px;color:#000;
   text-decoration:none;font-size:11px}
