@@ -25,6 +25,7 @@ COMMANDS = {
     "lab": "kexectest.commands.lab",
     "sweep": "kexectest.commands.sweep",
     "compare": "kexectest.commands.sweep",
+    "bisect": "kexectest.commands.bisect",
 }
 
 EXIT_HELP = "\n".join(

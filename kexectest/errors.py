@@ -34,6 +34,7 @@ class Exit(enum.IntEnum):
     NO_SPACE = 18
     CONFIG = 19  # lab / sweep file invalid
     TARGET_COMMAND = 20  # the command run on the target failed
+    NOT_REPRODUCED = 21  # bisect: the step does not fail with the full set of drivers
     INTERNAL = 70  # a bug in kexectest itself (EX_SOFTWARE): please report it
 
 

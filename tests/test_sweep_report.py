@@ -36,8 +36,10 @@ def report(verdict: str, hang_at: int | None = None, errors=(), e820=E820, sig=N
             "signature": sig, "payload": {"version": "0.1.0", "build_id": "ab" * 20}}
 
 
-def make_sweep(root: Path, machines: dict[str, tuple[str, dict | None]]) -> Path:
-    """machines: name -> (verdict, report dict or None for a machine that never ran)."""
+def make_sweep(root: Path, machines: dict[str, tuple[str, dict | None]],
+               envs: dict[str, dict] | None = None) -> Path:
+    """machines: name -> (verdict, report dict or None for a machine that never ran); envs:
+    name -> the bundle's environment.json."""
     root.mkdir(parents=True, exist_ok=True)
     records = []
     codes = {"completed": 0, "failed-steps": 1, "hung": 3, "reset": 4, "no-output": 5, "error": 14}
@@ -50,6 +52,8 @@ def make_sweep(root: Path, machines: dict[str, tuple[str, dict | None]]) -> Path
             b.mkdir(parents=True)
             (b / "report.json").write_text(json.dumps(rep))
             (b / "summary.md").write_text(f"# {name}\n")
+            if envs and name in envs:
+                (b / "environment.json").write_text(json.dumps(envs[name]))
             rec["bundle"] = f"{name}/bundle"
             rec["tarball"] = f"{name}/bundle.tar.gz"
         else:
@@ -179,3 +183,118 @@ def test_failure_groups_name_the_device_and_driver(tmp_path):
     assert text.count('<li class="cause" data-bdf="00:1f.2" data-driver="ahci">') == 1
     assert "00:1f.2 AHCI controller, Linux driver ahci, bus master on -&gt; off" in text
     assert "held by Linux&#x27;s ahci driver before kexec" in text and "(q35-a, q35-b)" in text
+
+
+def test_matrix_cells_and_markdown_name_the_device_and_driver(tmp_path):
+    """The interference matrix's cells (issue 9): a failing concern's cell says the driver that
+    held the device behind its first failed step, from the run's own evidence (a real lab
+    capture: q35, ahci loaded before kexec); the same machine without the driver is green; the
+    Markdown summary has the same cells as a table."""
+    from kexectest.analysis.replay import analyze_log
+
+    corpus = Path(__file__).parent / "corpus"
+    held = analyze_log(corpus / "real-lab-ahci-q35.log").to_dict()
+    free = analyze_log(corpus / "real-lab-ahci-no-driver-q35.log").to_dict()
+    root = make_sweep(tmp_path / "s", {"q35-ahci-linux": ("hung", held),
+                                       "q35-ahci": (free["verdict"], free),
+                                       "m-dead": ("error", None)})
+    text = (root / "report.html").read_text()
+    row = text[text.index('data-machine="q35-ahci-linux"'):]
+    row = row[:row.index("</tr>")]
+    disk = row[row.index('data-group-status="hung"') - 200:]
+    assert 'data-bdf="00:1f.2" data-driver="ahci"' in disk
+    assert "device: 00:1f.2 AHCI controller, Linux driver ahci, bus master on -&gt; off" in disk
+    assert ">1 ahci</a>" in disk, "the count of failed steps, then the driver"
+    other = text[text.index('data-machine="q35-ahci"'):]
+    other = other[:other.index("</tr>")]
+    assert 'data-group-status="hung"' not in other and "data-driver=" not in other
+    md = (root / "summary.md").read_text()
+    lines = md.splitlines()
+    head = next(l for l in lines if l.startswith("| configuration"))
+    assert head.strip("| ").split(" | ") == ["configuration", "verdict", "disk"], \
+        "only the concerns that failed"
+    (bad,) = [l for l in lines if l.startswith("| q35-ahci-linux |")]
+    assert "**hung** read-chs hung: 00:1f.2 held by ahci" in bad
+    (good,) = [l for l in lines if l.startswith("| q35-ahci |")]
+    assert good.split(" | ")[2].strip(" |") == "ok"
+    assert any(l.startswith("| m-dead | error: ") for l in lines)
+    assert "## Causes, as the runs found them" in md and "(q35-ahci-linux)" in md
+    assert "Linux driver ahci, bus master on -> off" in md
+    assert "  - what would make the BIOS work: load the payload from a Linux that leaves " \
+        "00:1f.2 unbound" in md
+
+
+def lab_env(machine: str, bus: str, drivers: list[str]) -> dict:
+    shape = {"machine": machine, "memory": 256, "smp": 1, "disks": 1, "accel": "tcg",
+             "disk_bus": bus, "firmware": "seabios"}
+    return {"lab": {"machine": shape, "loader": "syscall", "disk_bus": bus,
+                    "drivers": {"requested": drivers} if drivers else None}}
+
+
+def test_interference_findings_pair_a_failure_with_the_same_machine_without_the_driver(tmp_path):
+    """What makes the BIOS work, measured: q35's AHCI fails with ahci (and loop) loaded and
+    answers on the same shape with loop alone; a machine of another shape, or one that also
+    fails, is never the witness."""
+    from kexectest.analysis.replay import analyze_log
+    from kexectest.fleet.interference import findings
+
+    corpus = Path(__file__).parent / "corpus"
+    held = analyze_log(corpus / "real-lab-ahci-q35.log").to_dict()
+    free = analyze_log(corpus / "real-lab-ahci-no-driver-q35.log").to_dict()
+    assert free["verdict"] == "completed"
+    root = make_sweep(tmp_path / "s", {
+        "q35-ahci-ahci": ("hung", held), "q35-ahci-loop": ("completed", free),
+        "q35-ahci-bare": ("completed", free), "pc-ahci": ("completed", free),
+        "q35-ahci-ahci-2": ("hung", held)},
+        envs={"q35-ahci-ahci": lab_env("q35", "ahci", ["loop", "ahci"]),
+              "q35-ahci-loop": lab_env("q35", "ahci", ["loop"]),
+              "q35-ahci-bare": lab_env("q35", "ahci", []),
+              "pc-ahci": lab_env("pc", "ahci", ["loop", "ahci"][:1]),
+              "q35-ahci-ahci-2": lab_env("q35", "ahci", ["ahci"])})
+    s = load_sweep(root)
+    m = {x["name"]: x for x in s["machines"]}
+    assert m["q35-ahci-ahci"]["lab"]["drivers"] == ["loop", "ahci"]
+    got = {(f["machine"], f["concern"]): f for f in findings(s["machines"])}
+    assert set(got) == {("q35-ahci-ahci", "disk"), ("q35-ahci-ahci-2", "disk")}
+    f = got[("q35-ahci-ahci", "disk")]
+    assert f["answers_on"] == "q35-ahci-loop", "the witness with the most drivers kept"
+    assert f["left_out"] == ["ahci"] and f["kept"] == ["loop"]
+    assert f["device"]["bdf"] == "00:1f.2" and f["device"]["linux_driver"] == "ahci"
+    assert "without ahci the BIOS's disk service works there" in f["sentence"]
+    assert got[("q35-ahci-ahci-2", "disk")]["answers_on"] == "q35-ahci-bare"
+    text = (root / "report.html").read_text()
+    assert 'data-machine="q35-ahci-ahci" data-answers-on="q35-ahci-loop"' in text
+    md = (root / "summary.md").read_text()
+    assert "## What makes the BIOS work, measured" in md
+    assert md.count("the BIOS's disk service works there") == 2
+    # a sweep whose pairs prove nothing says nothing
+    lone = make_sweep(tmp_path / "t", {"q35-ahci-ahci": ("hung", held)},
+                      envs={"q35-ahci-ahci": lab_env("q35", "ahci", ["ahci"])})
+    assert "What makes the BIOS work" not in (lone / "summary.md").read_text()
+    assert 'id="interference"' not in (lone / "report.html").read_text()
+
+
+def test_cause_suggestions_follow_only_from_the_runs_evidence():
+    """A cause suggests what to try only where its own facts chain: a Linux driver held the
+    device, bus mastering is off after kexec, the BIOS's driver needs it."""
+    from kexectest.analysis.replay import analyze_log
+
+    corpus = Path(__file__).parent / "corpus"
+    seen = 0
+    for log in sorted(corpus.glob("*.log")):
+        try:
+            causes = analyze_log(log).to_dict()["causes"]
+        except KexectestError:
+            continue  # the corpus's bad input (an empty log)
+        for c in causes:
+            if c["suggestion"] is None:
+                assert not (c["held_by"] and "bus mastering is off now" in c["sentence"]
+                            and "cannot" in c["sentence"]), (log.name, c["sentence"])
+                continue
+            seen += 1
+            d = c["device"]
+            assert f"held by Linux's {c['held_by']} driver" in c["sentence"]
+            assert "bus mastering is off now" in c["sentence"] and d["bus_master_after"] is False
+            assert d["bdf"] in c["suggestion"] and f"the {c['held_by']} driver never binds" \
+                in c["suggestion"], "a driver's name, never a module name it may not have"
+    assert seen >= 2, "the real AHCI captures carry one"

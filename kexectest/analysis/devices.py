@@ -535,6 +535,27 @@ def cause_sentence(subject: str, use: Use) -> str:
     return f"{what}; {tail}"
 
 
+def cause_suggestion(step: dict, use: Use) -> str | None:
+    """What to try next so that the BIOS answers, when this run's evidence makes the chain
+    whole: a Linux driver held the device, bus mastering is off after kexec, and the BIOS's
+    driver for that device needs it.  Only what the evidence implies (keep that driver off the
+    device before kexec); whether it is the only cause is for `kexectest bisect` or a matrix
+    cell to say.  None where a link of the chain is missing."""
+    row = use.device
+    if row is None or not use.held_by or use.ps2 or row["bus_master_after"] is not False:
+        return None
+    bios = BIOS_DRIVERS.get(row["kind"])
+    if not bios or not bios[1]:
+        return None
+    drv = use.held_by
+    return (f"load the payload from a Linux that leaves {row['bdf']} unbound: one in "
+            f"which the {drv} driver never binds it (its module blacklisted, or not built), "
+            f"so that {drv} never drives the device the BIOS's {bios[0]} driver set up (kernels with "
+            "4d4c10f763d7, 2025, clear bus mastering of unbound devices at kexec too); "
+            f"`kexectest bisect` with the machine's drivers tells whether {drv} alone breaks "
+            f"{step.get('id')}")
+
+
 def _article(name: str) -> str:
     """"an AHCI controller", "an xHCI ...", "a USB ...", "a VGA ...": by how the name is said."""
     said_with_vowel = name[:1] in "AEIOaeio" or name.startswith(("NVMe", "xHCI", "SMBus"))
@@ -574,6 +595,7 @@ def cause_findings(dev: Devices, hang: dict | None = None) -> list[dict]:
                         "status": how, "subject": _subject(step, drive),
                         "device": device_ref(use.device), "held_by": use.held_by,
                         "evidence": use.evidence, "sentence": sentence,
+                        "suggestion": cause_suggestion(step, use),
                         "missing": use.missing + dev.gaps()})
     return out
 

@@ -7,7 +7,8 @@ header shows its steps beside it.  Concerns where some machine failed come first
 a hidden checkbox per concern and CSS (`:checked ~`) do the expanding, so the report stays one
 file that runs nothing.  Machine names and the header row stay in view while the matrix scrolls
 (position: sticky).  Every cell says its result on hover and links to the step in that
-machine's summary.html.
+machine's summary.html; a failing cell names the device behind the failure and the Linux driver
+that held it before kexec (steps[].device, else the run's cause for the step).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ table.matrix th.g.fail label::before{content:"\\25cf ";color:#e53935}
 table.matrix th.s{writing-mode:vertical-rl;transform:rotate(180deg);font-weight:normal;
   font-size:11px;padding:3px 0;white-space:nowrap}
 table.matrix td.c{padding:0;height:22px;text-align:center}
-table.matrix td.g{min-width:54px}
+table.matrix td.g{min-width:54px;white-space:nowrap}
+table.matrix td.g a{padding:0 4px}
 table.matrix td.s{width:14px;min-width:14px}
 table.matrix td.c a{display:block;height:100%;min-height:22px;line-height:22px;color:#000;
   text-decoration:none;font-size:11px}
@@ -80,6 +82,37 @@ def groups(machines: list[dict]) -> list[tuple[str, list[tuple[int, str]]]]:
 def worst(statuses) -> str:
     got = [s or "not-reached" for s in statuses]
     return min(got, key=lambda s: WORST.index(s) if s in WORST else len(WORST)) if got else "none"
+
+
+def _bm(v) -> str:
+    return {True: "on", False: "off"}.get(v, "?")
+
+
+def device_facts(d: dict) -> str:
+    """A device as the report names it: B/D/F, class, the Linux driver that held it before
+    kexec and its bus mastering before and after."""
+    driver = d.get("linux_driver") or "none or not known"
+    return (f'{d.get("bdf")} {d.get("class")}, Linux driver {driver}, bus master '
+            f'{_bm(d.get("bus_master_before"))} -> {_bm(d.get("bus_master_after"))}')
+
+
+def failing_device(m: dict, steps: list[dict]) -> dict | None:
+    """The device behind the first of STEPS (failed ones) that names one: the step's own
+    (steps[].device), else the run's cause for that step (report.json causes)."""
+    for s in steps:
+        if s.get("device"):
+            return s["device"]
+        for c in m.get("causes") or ():
+            if str(c.get("step")) == str(s.get("id")) and c.get("device"):
+                return c["device"]
+    return None
+
+
+def device_label(d: dict | None) -> str:
+    """A failing cell's short text: the driver that held the device, else its B/D/F."""
+    if not d:
+        return ""
+    return str(d.get("linux_driver") or d.get("bdf") or "")
 
 
 def _step_line(s: dict) -> str:
@@ -148,9 +181,16 @@ def matrix(machines: list[dict], links, badge) -> str:
                 tip += f"\n{len(differs)} differ from POST: " + ", ".join(str(s["id"]) for s in differs)
             target = (bad or mine or [None])[0]
             text = str(len(bad)) if bad else ""
+            dev = failing_device(m, bad)
+            dev_attrs = ""
+            if dev:
+                tip += f"\ndevice: {device_facts(dev)}"
+                text += f" {device_label(dev)}"
+                dev_attrs = (f' data-bdf="{_e(dev.get("bdf") or "")}"'
+                             f' data-driver="{_e(dev.get("linux_driver") or "")}"')
             cells.append(_cell(f"c g g-{sg} {STATUS_CLASS.get(st, 'none')}{' post' if differs else ''}",
                                tip, _href(m, target["anchor"] if target else None), text,
-                               f' data-group-status="{_e(st)}"'
+                               f' data-group-status="{_e(st)}"' + dev_attrs
                                + (f' data-post-steps="{len(differs)}"' if differs else "")))
             for k in steps:
                 s = by.get(k)
@@ -159,6 +199,9 @@ def matrix(machines: list[dict], links, badge) -> str:
                     continue
                 sst = s.get("status") or "not-reached"
                 tip, mark, attrs = f'{m["name"]} - {_step_line(s)}', "", f' data-status="{_e(sst)}"'
+                dev = failing_device(m, [s]) if sst in FAILING else None
+                if dev:
+                    tip += f"; device: {device_facts(dev)}"
                 differs = post.get(str(s["id"]))
                 if differs:
                     tip += "; differs from POST: " + "; ".join(differs[:3])
@@ -173,7 +216,8 @@ def matrix(machines: list[dict], links, badge) -> str:
     if any((m.get("baseline") or {}).get("steps") for m in machines):
         legend += ' <span class="postmark">differs from POST</span>'
     note = ('<p class="small">One column per BIOS concern, coloured by its worst step (the '
-            'number: steps that failed); click a concern to show its steps, or '
+            'number: steps that failed, then the Linux driver that held the device behind '
+            'the first of them, where the run names one); click a concern to show its steps, or '
             '<label for="x-all"><u>every step</u></label>. Concerns with a failure come first '
             '(<span style="color:#e53935">&#9679;</span>). Hover a cell for its results; it '
             "links to the step in that machine's summary.</p>")

@@ -1,4 +1,4 @@
-"""A sweep's results as sweep.json, JUnit XML and one self-contained HTML page.
+"""A sweep's results as sweep.json, JUnit XML, one self-contained HTML page and summary.md.
 
 All three are rendered from the same sweep dict (the content of sweep.json),
 which is built from the journal's per-machine records plus each bundle's
@@ -21,7 +21,8 @@ from pathlib import Path
 from ..errors import VERDICT_EXIT, Exit, KexectestError
 from ..fsutil import write_atomic
 from ..output.timechart import HOST, TARGET, MIXED, Row, chart, fmt_us, step_time
-from .sweep_matrix import CSS as MATRIX_CSS, STATUS_CLASS, matrix
+from .sweep_markdown import summary_md
+from .sweep_matrix import CSS as MATRIX_CSS, STATUS_CLASS, device_facts, matrix
 
 FORMAT = "kexectest-sweep/1"
 # worst last: the sweep's exit code is the code of its worst machine
@@ -32,7 +33,7 @@ SEVERITY = ["completed", "failed-steps", "no-output", "garbled", "reset", "hung"
             "interrupted"]
 _KEEP_STEP = ("index", "id", "title", "int", "function", "status", "result", "reason",
               "target_us", "device")
-_KEEP_CAUSE = ("step", "index", "drive", "status", "device", "sentence")
+_KEEP_CAUSE = ("step", "index", "drive", "status", "device", "sentence", "suggestion")
 OTHER_GROUP = "other"  # a step whose payload names no group (an ELF before step groups)
 
 
@@ -80,6 +81,7 @@ def machine_entry(out_dir: Path, rec: dict) -> dict:
         steps.append(step)
     summary = _bundle_file(out_dir, bundle, "summary.md")
     return {
+        "lab": _lab_of(out_dir, bundle),
         "name": rec["machine"],
         "kind": rec.get("kind", "hardware"),
         "tags": rec.get("tags", []),
@@ -105,6 +107,22 @@ def machine_entry(out_dir: Path, rec: dict) -> dict:
         "payload": report.get("payload"),
         "baseline": _baseline(report.get("baseline")),
     }
+
+
+def _lab_of(out_dir: Path, bundle: str | None) -> dict | None:
+    """A lab run's shape, loader and requested guest drivers (environment.json `lab`), which
+    the interference findings pair machines by; None for hardware or without the file."""
+    if not bundle:
+        return None
+    try:
+        lab = json.loads((out_dir / bundle / "environment.json").read_text()).get("lab")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(lab, dict) or not isinstance(lab.get("machine"), dict):
+        return None
+    drivers = lab.get("drivers") if isinstance(lab.get("drivers"), dict) else {}
+    return {"shape": lab["machine"], "loader": lab.get("loader"),
+            "drivers": list(drivers.get("requested") or ())}
 
 
 def _baseline(b: dict | None) -> dict | None:
@@ -198,10 +216,11 @@ def load_sweep(directory: Path) -> dict:
 def write_reports(out_dir: Path, sweep: dict) -> dict[str, Path]:
     out_dir = Path(out_dir)
     paths = {"json": out_dir / "sweep.json", "junit": out_dir / "junit.xml",
-             "html": out_dir / "report.html"}
+             "html": out_dir / "report.html", "md": out_dir / "summary.md"}
     write_atomic(paths["json"], json.dumps(sweep, indent=2, sort_keys=False) + "\n")
     write_atomic(paths["junit"], junit_xml(sweep))
     write_atomic(paths["html"], html_report(sweep, out_dir))
+    write_atomic(paths["md"], summary_md(sweep))
     return paths
 
 
@@ -330,10 +349,6 @@ def _failures(machines: list[dict]) -> str:
     return f'<ul id="failures">{"".join(items)}</ul>'
 
 
-def _bm(v) -> str:
-    return {True: "on", False: "off"}.get(v, "?")
-
-
 def _group_causes(machines: list[dict]) -> str:
     """The devices behind a group's failed or hung calls: each distinct cause once, with the
     machines it was found on (one signature can hold machines whose disks sit on different
@@ -348,9 +363,7 @@ def _group_causes(machines: list[dict]) -> str:
     for c, names in seen.values():
         d = c.get("device")
         if d:
-            driver = d["linux_driver"] or "none or not known"
-            facts = (f'{d["bdf"]} {d["class"]}, Linux driver {driver}, bus master '
-                     f'{_bm(d["bus_master_before"])} -> {_bm(d["bus_master_after"])}')
+            facts = device_facts(d)
             attrs = f' data-bdf="{_e(d["bdf"])}" data-driver="{_e(d["linux_driver"] or "")}"'
         else:
             facts, attrs = "device not known", ' data-bdf=""'
@@ -360,6 +373,20 @@ def _group_causes(machines: list[dict]) -> str:
                     f'<br>{_e(c.get("sentence"))} <span class="small">'
                     f'({_e(", ".join(names))})</span></li>')
     return f'<ul class="causes">{"".join(rows)}</ul>'
+
+
+def _interference(machines: list[dict]) -> str:
+    """The pairs of configurations that show what makes a BIOS service work (fleet/
+    interference.py); nothing when the sweep has none."""
+    from .interference import findings
+
+    got = findings(machines)
+    if not got:
+        return ""
+    items = "".join(f'<li class="finding" data-machine="{_e(f["machine"])}" '
+                    f'data-answers-on="{_e(f["answers_on"])}">{_e(f["sentence"])}</li>'
+                    for f in got)
+    return f'<h2>What makes the BIOS work, measured</h2><ul id="interference">{items}</ul>'
 
 
 def time_rows(machines: list[dict]) -> list[Row]:
@@ -435,6 +462,7 @@ def html_report(sweep: dict, out_dir: Path | None = None) -> str:
             f'{sweep["exit_code"]}</span></p>'
             f"<h2>Machine x step</h2>{_matrix(ms)}"
             f"<h2>Failures by signature</h2>{_failures(ms)}"
+            f"{_interference(ms)}"
             f"<h2>Time per step</h2>{_timing_svg(ms)}"
             f"<h2>Memory maps</h2>{_memory_maps(out_dir, ms)}")
     return page(f"kexectest sweep {lab}", body)

@@ -246,6 +246,8 @@ def _causes_section(d: dict) -> list[str]:
     for c in causes:
         out.append(f"- `{_cause_head(c)}`: {_md_cell(c['sentence'])}")
         out.append(f"  - evidence: {_md_cell(c['evidence'])}")
+        if c.get("suggestion"):
+            out.append(f"  - what would make the BIOS work: {_md_cell(c['suggestion'])}")
         out += [f"  - missing: {_md_cell(m)}" for m in c.get("missing") or ()]
     return out
 
