@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -252,9 +254,23 @@ def test_bisect_finds_ahci_among_four_drivers(tmp_path, built_payload, lab_image
         'qemu = { machine = "q35", disks = 1, disk_bus = "ahci", accel = "tcg", '
         'drivers = ["loop", "dm_mod", "crc32c_generic", "ahci"] }\n')
     out = tmp_path / "bisect"
-    p = subprocess.run([sys.executable, "-m", "kexectest", "bisect", str(lab), "q35-ahci-four",
-                        "--step", "read-chs", "--out", str(out), "--json"],
-                       capture_output=True, text=True, timeout=1800)
+    argv = [sys.executable, "-m", "kexectest", "bisect", str(lab), "q35-ahci-four",
+            "--step", "read-chs", "--out", str(out), "--json"]
+    # interrupted (SIGINT, as Ctrl-C) once two probes are journalled: one line, exit 8
+    cut = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and cut.poll() is None:
+        done = [r for r in journal_mod.read(out) if r["event"] == "probe"]
+        if len(done) >= 2:
+            break
+        time.sleep(0.5)
+    cut.send_signal(signal.SIGINT)
+    _, err = cut.communicate(timeout=60)
+    assert cut.returncode == Exit.INTERRUPTED, err
+    assert "the same command resumes from" in err and "Traceback" not in err
+    before = [r["drivers"] for r in journal_mod.read(out) if r["event"] == "probe"]
+    assert len(before) >= 2
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
     assert p.returncode == 0, p.stderr
     res = json.loads(p.stdout)
     assert res["step"] == "read-chs" and res["culprit"] == ["ahci"]
@@ -266,12 +282,15 @@ def test_bisect_finds_ahci_among_four_drivers(tmp_path, built_payload, lab_image
         assert (x["step_status"] == "hung") == ("ahci" in drivers), x
     # each probe's own bundle: a real run whose report names the driver that held the disk
     recs = [r for r in journal_mod.read(out) if r["event"] == "probe"]
+    assert [r["drivers"] for r in recs][:len(before)] == before, "resumed, not run again"
+    assert len(recs) == len(res["probes"]), "every probe once in the journal"
     ahci_only = next(r for r in recs if r["drivers"] == ["ahci"])
     report = json.loads((Path(ahci_only["bundle"]) / "report.json").read_text())
     assert report["hang"]["device"]["linux_driver"] == "ahci"
     # the same command again: everything from the journal, nothing run
+    dirs = sorted(out.glob("probe-*"))
     again = subprocess.run([sys.executable, "-m", "kexectest", "bisect", str(lab),
                             "q35-ahci-four", "--step", "read-chs", "--out", str(out), "--json"],
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and json.loads(again.stdout) == res
-    assert not list(out.glob(f"probe-{len(recs) + 1:02d}-*"))
+    assert sorted(out.glob("probe-*")) == dirs, "no probe run"

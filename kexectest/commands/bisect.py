@@ -46,15 +46,15 @@ class _View:
             return
         if kind == "start":
             self.console.print(f"probe: {','.join(info) or 'no drivers'} ...", markup=False,
-                               highlight=False)
+                               highlight=False, soft_wrap=True)
         elif kind == "probe":
             self.console.print(f"probe: {','.join(info.drivers) or 'no drivers'}: "
                                f"{info.outcome} (step {info.step_status}, {info.verdict})"
                                + (" (from the journal)" if info.resumed else ""),
-                               markup=False, highlight=False)
+                               markup=False, highlight=False, soft_wrap=True)
         elif kind == "infrastructure":
             self.console.print(f"probe: {','.join(info[0]) or 'no drivers'}: {info[1]}",
-                               markup=False, highlight=False)
+                               markup=False, highlight=False, soft_wrap=True)
 
     def table(self, title: str) -> Table:
         t = Table(title=title, title_justify="left")
