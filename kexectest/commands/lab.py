@@ -21,25 +21,34 @@ def lab_group():
     the payload."""
 
 
+SUITE_HELP = ("The Debian kernel of this suite (bookworm, trixie, sid) or this exact "
+              "linux-image-*-amd64 package, fetched through a private apt configuration in the "
+              "lab cache (the host's sources are never changed) [default: the host apt's "
+              "linux-image-amd64].")
+
+
 @lab_group.command("build")
 @click.option("--kernel", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Boot this bzImage instead of Debian's linux-image-*-amd64.")
 @click.option("--modules", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Directory with the kernel's virtio/9p modules (.ko), for --kernel; default: "
                    "the Debian package's, when its release matches the kernel's.")
+@click.option("--kernel-suite", "kernel_suite", default=None, metavar="SUITE|PACKAGE",
+              help=SUITE_HELP)
 @click.option("--force", is_flag=True, help="Rebuild even when the cache is up to date.")
-def build_cmd(kernel, modules, force):
+def build_cmd(kernel, modules, kernel_suite, force):
     """Build the guest image (cached; rebuilt only when its inputs change) and print its path."""
     from ..lab.image import build_image
 
-    image = build_image(kernel, modules, force=force,
+    image = build_image(kernel, modules, force=force, suite=kernel_suite,
                         log=lambda msg: click.echo(msg, err=True))
     click.echo(str(image.directory))
 
 
-def _from_lab_file(path: Path, name: str) -> tuple[dict, dict, float | None, list[str], bool]:
-    """(machine shape, load options, timeout, guest modules, baseline) of machine NAME in a lab
-    file."""
+def _from_lab_file(path: Path, name: str) -> tuple[dict, dict, float | None, list[str], bool,
+                                                   str | None]:
+    """(machine shape, load options, timeout, guest modules, baseline, kernel suite) of machine
+    NAME in a lab file."""
     from ..fleet.labfile import load_lab
 
     m = load_lab(path).machine(name)
@@ -48,7 +57,7 @@ def _from_lab_file(path: Path, name: str) -> tuple[dict, dict, float | None, lis
                              Exit.CONFIG)
     shape = {k: getattr(m.qemu, k) for k in ("machine", "memory", "smp", "disks", "accel",
                                              "disk_bus", "firmware")}
-    return shape, dict(m.load), m.timeout, list(m.drivers), m.baseline
+    return shape, dict(m.load), m.timeout, list(m.drivers), m.baseline, m.kernel_suite
 
 
 @lab_group.command("run")
@@ -68,6 +77,10 @@ def _from_lab_file(path: Path, name: str) -> tuple[dict, dict, float | None, lis
               help="A guest kernel module to load before `kexectest load` (repeatable), with "
                    "its dependencies from the kernel package and what a working disk needs "
                    "after it (sd_mod behind ahci, usb-storage behind xhci_pci).")
+@click.option("--kernel-suite", "kernel_suite", default=None, metavar="SUITE|PACKAGE",
+              help="Boot the lab image of this Debian kernel (as `lab build --kernel-suite`; "
+                   "built on first use) [default: the lab file's kernel_suite, else the "
+                   "host apt's kernel].")
 @click.option("--loader", type=click.Choice(["syscall", "kexec-tools", "direct"]), default=None,
               help="kexec_load syscall or kexec-tools from the lab's Linux, or direct: the "
                    "firmware boots the payload without Linux (SeaBIOS by -kernel, the Bochs "
@@ -103,7 +116,8 @@ def _from_lab_file(path: Path, name: str) -> tuple[dict, dict, float | None, lis
                    "(the first run of a shape saves one; a line on stderr says which was done).")
 @click.option("--quiet", is_flag=True, help="Only the verdict line and the bundle path.")
 @click.option("--json", "json_output", is_flag=True, help="Print report.json on stdout.")
-def run_cmd(machine, memory, smp, disks, accel, disk_bus, drivers, loader, firmware, baseline,
+def run_cmd(machine, memory, smp, disks, accel, disk_bus, drivers, kernel_suite, loader,
+            firmware, baseline,
             payload, out_dir, timeout, max_time, config, agent, cold, quiet, json_output,
             **options):
     """Boot a virtual machine, kexec into the payload from its Linux exactly as on hardware
@@ -117,8 +131,10 @@ def run_cmd(machine, memory, smp, disks, accel, disk_bus, drivers, loader, firmw
     file_timeout = None
     file_drivers: list[str] = []
     file_baseline = False
+    file_suite = None
     if config is not None:
-        file_shape, load, file_timeout, file_drivers, file_baseline = _from_lab_file(*config)
+        (file_shape, load, file_timeout, file_drivers, file_baseline,
+         file_suite) = _from_lab_file(*config)
         shape.update({k: v for k, v in file_shape.items() if v is not None})
     given = {"machine": machine, "memory": memory, "smp": smp, "disks": disks, "accel": accel,
              "disk_bus": disk_bus, "firmware": firmware}
@@ -142,7 +158,7 @@ def run_cmd(machine, memory, smp, disks, accel, disk_bus, drivers, loader, firmw
         overall_timeout=max_time, console=console, payload=payload, args=list(args),
         quiet=quiet, json_output=json_output, command_line=["kexectest", *sys.argv[1:]],
         log=lambda msg: click.echo(msg, err=True), cold=cold, agent=agent,
-        drivers=list(drivers) or file_drivers,
+        drivers=list(drivers) or file_drivers, kernel_suite=kernel_suite or file_suite,
         baseline=file_baseline if baseline is None else baseline, **cfg)
     if hasattr(result, "baseline"):
         _finish_baseline(result, json_output)

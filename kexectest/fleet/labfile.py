@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Exit, KexectestError
+from ..lab.kernelsuite import SUITES
+from ..lab.kernelsuite import is_package as is_kernel_package
 from ..lab.shape import Shape
 from ..payload.options import LAB_KEYS
 
@@ -27,9 +29,11 @@ _TRIGGER = {"kind": str, "login": str, "password_env": str, "prompt": str, "comm
 _LOAD = {"via": str, "payload": str, "args": list, **LAB_KEYS}  # + every payload option
 _POWER = {"on": str, "off": str, "cycle": str, "timeout": (int, float)}
 # disk_bus is part of the machine's shape (lab/diskbus.py); drivers are guest kernel modules
-# loaded at every run, after the login (lab/drivers.py)
+# loaded at every run, after the login (lab/drivers.py); kernel_suite picks the lab image's
+# Debian kernel (lab/kernelsuite.py)
 _QEMU = {"machine": str, "memory": int, "smp": int, "disks": int, "accel": str, "disk_bus": str,
-         "drivers": list, "firmware": str}
+         "drivers": list, "firmware": str, "kernel_suite": str}
+_NOT_SHAPE = ("drivers", "kernel_suite")
 _MODULE_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # matched whole
 _LABGRID = {"coordinator": str, "place": str, "tags": dict}
 _TABLES = {"serial": _SERIAL, "trigger": _TRIGGER, "load": _LOAD, "power": _POWER,
@@ -100,6 +104,7 @@ class Machine:
     retries: int = 0
     qemu: Shape | None = None
     drivers: list[str] = field(default_factory=list)  # qemu.drivers
+    kernel_suite: str | None = None  # qemu.kernel_suite (None: the lab's default kernel)
     labgrid: LabgridPlace | None = None
     where: str = ""  # "file:line" of its [[machine]] header, for messages
     baseline: bool = False  # virtual: POST first, then the kexec run (lab run --baseline)
@@ -273,9 +278,10 @@ def _build(raw: dict, where: str) -> Machine:
         power=Power(**{k: (float(v) if k == "timeout" else v) for k, v in raw.get("power", {}).items()}),
         timeout=float(raw.get("timeout", 60.0)),
         retries=int(raw.get("retries", 0)),
-        qemu=(Shape(**{k: v for k, v in raw["qemu"].items() if k != "drivers"})
+        qemu=(Shape(**{k: v for k, v in raw["qemu"].items() if k not in _NOT_SHAPE})
               if "qemu" in raw else None),
         drivers=list(raw.get("qemu", {}).get("drivers", [])),
+        kernel_suite=raw.get("qemu", {}).get("kernel_suite"),
         labgrid=LabgridPlace(**raw["labgrid"]) if "labgrid" in raw else None,
         where=where,
         baseline=bool(raw.get("baseline", False)),
@@ -303,6 +309,11 @@ def _validate(m: Machine, loc: _Locator, idx: int) -> None:
         for d in m.drivers:
             if not isinstance(d, str) or not _MODULE_NAME_RE.fullmatch(d):
                 raise bad("drivers", f"qemu.drivers must be kernel module names, not {d!r}")
+        if m.kernel_suite is not None and not (m.kernel_suite in SUITES
+                                               or is_kernel_package(m.kernel_suite)):
+            raise bad("kernel_suite", f"qemu.kernel_suite must be one of {', '.join(SUITES)} "
+                                      f"or a linux-image-*-amd64 package, not "
+                                      f"{m.kernel_suite!r}")
         if m.drivers and m.load.get("via") == "direct":
             raise bad("drivers", "qemu.drivers are loaded by the lab's Linux, and load.via = "
                                  "\"direct\" boots the payload without it")

@@ -199,15 +199,31 @@ def _members(deb: Path):
                                  Exit.LAB_BUILD)
 
 
+def _debs(source: dict) -> list[Path]:
+    """The packages of a kernel: one (`deb`), or a split kernel's several (`debs`: sid's
+    linux-modules-* holds the modules, linux-base-* modules.builtin)."""
+    return [Path(d) for d in ([source["deb"]] if "deb" in source else source.get("debs", []))]
+
+
+def package_source(debs: list[Path], release: str) -> dict:
+    """The index source of a kernel's packages (one package: the form bookworm's index has
+    always been kept under)."""
+    if len(debs) == 1:
+        return {"deb": str(debs[0]), "release": release}
+    return {"debs": [str(d) for d in debs], "release": release}
+
+
 def build_index(source: dict) -> ModuleIndex:
-    """The index of a kernel package (`{"deb": path}`) or of a modules directory (`{"dir"}`)."""
+    """The index of a kernel's packages (`{"deb": path}`, `{"debs": [...]}`) or of a modules
+    directory (`{"dir"}`)."""
     idx = ModuleIndex(release="", source=source)
-    if "deb" in source:
-        for path, data in _members(Path(source["deb"])):
-            if _BUILTIN_RE.match(path):
-                _builtin(idx, data.decode("utf-8", "replace"))
-            else:
-                _add(idx, path, data)
+    if _debs(source):
+        for deb in _debs(source):
+            for path, data in _members(deb):
+                if _BUILTIN_RE.match(path):
+                    _builtin(idx, data.decode("utf-8", "replace"))
+                else:
+                    _add(idx, path, data)
     else:
         root = Path(source["dir"])
         release = source.get("release") or "unknown"
@@ -221,8 +237,8 @@ def build_index(source: dict) -> ModuleIndex:
             raise KexectestError(f"lab: cannot read the modules in {root}: {exc.strerror}",
                                  Exit.LAB_BUILD) from None
     if not idx.modules:
-        raise KexectestError(f"lab: no kernel modules in {source.get('deb') or source.get('dir')}",
-                             Exit.LAB_BUILD)
+        where = source.get("dir") or ", ".join(d.name for d in _debs(source))
+        raise KexectestError(f"lab: no kernel modules in {where}", Exit.LAB_BUILD)
     return idx
 
 
@@ -310,9 +326,10 @@ def module_source(image: lab_image.LabImage) -> dict:
     if not kernel.get("package"):
         raise KexectestError("lab: the image's kernel has no package and no modules directory "
                              "to take modules from", Exit.LAB_BUILD)
-    deb = lab_image._fetch_package(kernel["package"], kernel["version"],
-                                   lab_image.cache_root() / "debs")
-    return {"deb": str(deb), "release": image.kernel_version}
+    packages = [(kernel["package"], kernel["version"]), *map(tuple, kernel.get("parts", []))]
+    debs = [lab_image._fetch_package(p, v, lab_image.cache_root() / "debs", image.kernel_suite)
+            for p, v in packages]
+    return package_source(debs, image.kernel_version)
 
 
 def _key(source: dict) -> str:
@@ -381,11 +398,20 @@ def prepare(index: ModuleIndex, p: Plan) -> Path:
     return out
 
 
+def read_modules(index: ModuleIndex, names: list[str]) -> dict[str, bytes]:
+    """The ELF bytes of these modules (decompressed), in the order of `names`."""
+    want = {index.modules[n].file: n for n in names}
+    got = {want[path]: decompress(data, index.modules[want[path]].suffix)
+           for path, data in _sources(index, set(want))}
+    return {n: got[n] for n in names}
+
+
 def _sources(index: ModuleIndex, paths: set[str]):
-    if "deb" in index.source:
-        for path, data in _members(Path(index.source["deb"])):
-            if path in paths:
-                yield path, data
+    if _debs(index.source):
+        for deb in _debs(index.source):
+            for path, data in _members(deb):
+                if path in paths:
+                    yield path, data
     else:
         root = Path(index.source["dir"])
         for path in paths:

@@ -16,7 +16,6 @@ import gzip
 import hashlib
 import io
 import json
-import lzma
 import os
 import re
 import shutil
@@ -49,9 +48,12 @@ DISK_SIGNATURES = (0x4B545330, 0x4B545331)  # 'KTS0', 'KTS1' as little-endian dw
 MAX_DISKS = len(DISK_SIGNATURES)
 META_PACKAGE = "linux-image-amd64"
 # 9p over virtio, and EDD; the load order is worked out from each module's `depends=`
+# the bookworm kernel's whole set; other kernels build some of them in or merge them (sid's netfs
+# holds fscache): a build loads REQUIRED_MODULES and what their `depends=` name (lab/drivers.py)
 MODULES = ("virtio_ring", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio", "virtio_pci",
            "9pnet", "9pnet_virtio", "netfs", "fscache", "9p",
            "edd")  # /sys/firmware/edd: the BIOS drives as the kernel saw them at boot (before)
+REQUIRED_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "edd")
 MIN_FREE_BYTES = 200 * 1024 * 1024
 REPO = Path(__file__).resolve().parents[2]
 BOOTSECTOR_SRC = REPO / "payloads" / "bootsector.S"
@@ -70,6 +72,7 @@ class LabImage:
     login: str = LOGIN
     kernel_version: str = ""
     directory: Path | None = None
+    kernel_suite: str = ""  # the Debian suite its kernel came from ("": the host's own apt)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -82,7 +85,8 @@ class LabImage:
                    disks=[Path(p) for p in d["disks"]], cmdline=d["cmdline"],
                    password=d["password"], venv=Path(d["venv"]), login=d.get("login", LOGIN),
                    kernel_version=d.get("kernel_version", ""),
-                   directory=Path(d["directory"]) if d.get("directory") else None)
+                   directory=Path(d["directory"]) if d.get("directory") else None,
+                   kernel_suite=d.get("kernel_suite", ""))
 
 
 # ---------------------------------------------------------------- small helpers
@@ -151,9 +155,12 @@ class KernelSource:
     version: str  # package version, or the bzImage's release for --kernel
     kernel_path: Path | None  # --kernel
     modules_dir: Path | None  # --modules
+    parts: list | None = None  # [package, version] of a split kernel's other packages (sid)
 
     def key(self) -> dict:
         d = {"package": self.package, "version": self.version}
+        if self.parts:  # absent for a one-package kernel: bookworm's key stays what it was
+            d["parts"] = [list(p) for p in self.parts]
         for name in ("kernel_path", "modules_dir"):
             p = getattr(self, name)
             if p is not None:
@@ -218,8 +225,25 @@ def _ask_apt() -> tuple[str, str]:
     return package, m.group(1)
 
 
-def _fetch_package(package: str, version: str, debs: Path) -> Path:
-    """apt-get download the kernel package into the cache (kept for later rebuilds)."""
+def kernel_apt(suite: str):
+    """The private apt configuration of one suite in the lab cache (lab/kernelsuite.py)."""
+    from .kernelsuite import PrivateApt
+
+    return PrivateApt(cache_root() / "apt", suite)
+
+
+def resolve_suite(spec: str, log=None):
+    """The KernelChoice a `--kernel-suite` (suite or exact package name) stands for."""
+    from .kernelsuite import resolve_kept
+
+    _tool("apt-cache", "apt")
+    cache_root().mkdir(parents=True, exist_ok=True)
+    return resolve_kept(spec, cache_root() / "apt", log)[0]
+
+
+def _fetch_package(package: str, version: str, debs: Path, suite: str = "") -> Path:
+    """apt-get download the kernel package into the cache (kept for later rebuilds), through
+    the host's apt or, for a suite, the lab's private configuration of it."""
     debs.mkdir(parents=True, exist_ok=True)
     epochless = version.split(":", 1)[-1]
     deb = debs / f"{package}_{epochless}_amd64.deb"
@@ -230,8 +254,13 @@ def _fetch_package(package: str, version: str, debs: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix="download-", dir=debs))
     try:
         os.chmod(tmp, 0o755)
-        _run(["apt-get", "download", f"{package}={version}"], f"apt-get download {package}",
-             cwd=tmp)
+        if suite:
+            apt = kernel_apt(suite)
+            apt.update()
+            apt.download(package, version, tmp)
+        else:
+            _run(["apt-get", "download", f"{package}={version}"],
+                 f"apt-get download {package}", cwd=tmp)
         got = list(tmp.glob("*.deb"))
         if len(got) != 1:
             raise KexectestError(f"lab build: apt-get download {package} gave no .deb",
@@ -242,62 +271,18 @@ def _fetch_package(package: str, version: str, debs: Path) -> Path:
     return deb
 
 
-def _find_modules(tree: Path) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for pattern in ("*.ko", "*.ko.xz"):
-        for p in tree.rglob(pattern):
-            name = p.name.split(".ko")[0]
-            if name in MODULES and name not in found:
-                found[name] = p
-    return found
-
-
-def _module_bytes(path: Path) -> bytes:
-    data = path.read_bytes()
-    return lzma.decompress(data) if path.name.endswith(".xz") else data
-
-
-def module_depends(data: bytes) -> list[str]:
-    """The `depends=` of a kernel module, read from its .modinfo section (lab/drivers.py)."""
-    from .drivers import modinfo
-
-    return [d for v in modinfo(data).get("depends", []) for d in v.split(",") if d]
-
-
-def order_modules(mods: dict[str, bytes]) -> list[str]:
-    """Dependencies first (depth-first over `depends=`); unknown dependencies are an error."""
-    order: list[str] = []
-    seen: set[str] = set()
-
-    def visit(name: str, chain: tuple[str, ...]) -> None:
-        if name in seen:
-            return
-        if name in chain:
-            raise KexectestError(f"lab build: module dependency loop {' -> '.join(chain)}",
-                                 Exit.LAB_BUILD)
-        if name not in mods:
-            raise KexectestError(f"lab build: module {chain[-1]} needs {name}, which is not "
-                                 f"among the modules found", Exit.LAB_BUILD)
-        for dep in module_depends(mods[name]):
-            visit(dep, chain + (name,))
-        seen.add(name)
-        order.append(name)
-
-    for name in sorted(mods):
-        visit(name, ())
-    return order
-
-
-def _unpack_kernel(deb: Path, dest: Path) -> tuple[Path, Path]:
-    """dpkg -x the package into `dest`; returns (vmlinuz, lib/modules/<release>)."""
+def _unpack_kernel(debs: list[Path], dest: Path) -> tuple[Path, str]:
+    """dpkg -x the kernel's packages into `dest`; returns (vmlinuz, release).  The vmlinuz is
+    boot/vmlinuz-REL (bookworm, trixie) or usr/lib/modules/REL/vmlinuz (sid's linux-binary)."""
     _tool("dpkg", "dpkg")
-    _run(["dpkg", "-x", str(deb), str(dest)], f"dpkg -x {deb.name}")
-    vmlinuz = sorted(dest.glob("boot/vmlinuz-*"))
-    mods = sorted(dest.glob("lib/modules/*"))
-    if not vmlinuz or not mods:
-        raise KexectestError(f"lab build: {deb.name} has no boot/vmlinuz-* or lib/modules/",
-                             Exit.LAB_BUILD)
-    return vmlinuz[0], mods[0]
+    for deb in debs:
+        _run(["dpkg", "-x", str(deb), str(dest)], f"dpkg -x {deb.name}")
+    vmlinuz = sorted(dest.glob("boot/vmlinuz-*")) + sorted(dest.glob("usr/lib/modules/*/vmlinuz"))
+    if not vmlinuz:
+        raise KexectestError(f"lab build: {', '.join(d.name for d in debs)} hold no "
+                             "boot/vmlinuz-* or usr/lib/modules/*/vmlinuz", Exit.LAB_BUILD)
+    v = vmlinuz[0]
+    return v, (v.name[len("vmlinuz-"):] if v.name != "vmlinuz" else v.parent.name)
 
 
 # ---------------------------------------------------------------- initramfs
@@ -464,13 +449,14 @@ def _hash_password(password: str) -> str:
 
 
 def build_initramfs(modules: dict[str, bytes], venv: Path, password: str) -> bytes:
-    """The gzipped cpio: busybox + applets, kexec + its libraries, 9p modules, login, /init."""
+    """The gzipped cpio: busybox + applets, kexec + its libraries, 9p modules (loaded in the
+    order of `modules`: dependencies first), login, /init."""
     busybox = _tool("busybox", "busybox-static")
     if not _is_static(busybox):
         raise KexectestError(f"lab build: {busybox} is not statically linked "
                              "(apt-get install busybox-static)", Exit.MISSING_TOOL)
     kexec = _tool("kexec", "kexec-tools")
-    order = order_modules(modules)
+    order = list(modules)
 
     c = Cpio()
     for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "host", "tmp",
@@ -583,12 +569,15 @@ def image_dir(inputs: dict) -> Path:
 
 
 def build_image(kernel: Path | None = None, modules: Path | None = None, *, force: bool = False,
-                log=None) -> LabImage:
+                log=None, suite: str | None = None) -> LabImage:
     """Build (or find in the cache) the lab image for these inputs.
 
     `kernel`: a bzImage to boot instead of Debian's; its 9p/virtio modules come from `modules`
     (any directory holding the .ko files, e.g. lib/modules/<release>), else from the Debian
-    package when that package's release equals the bzImage's.  `log(str)` reports progress.
+    package when that package's release equals the bzImage's.  `suite`: the Debian kernel of
+    that suite (bookworm, trixie, sid) or that exact package, fetched through the lab's private
+    apt configuration (lab/kernelsuite.py); None: the one the host's apt offers.  Images of
+    different kernels sit side by side in the cache.  `log(str)` reports progress.
     """
     log = log or (lambda msg: None)
     venv = Path(sys.prefix)
@@ -597,12 +586,19 @@ def build_image(kernel: Path | None = None, modules: Path | None = None, *, forc
     if modules is not None and not modules.is_dir():
         raise KexectestError(f"lab build: modules directory {modules} does not exist",
                              Exit.LAB_BUILD)
+    if suite is not None and kernel is not None:
+        raise KexectestError("lab build: --kernel-suite and --kernel name two kernels: give one",
+                             Exit.USAGE)
     package = version = None
-    if kernel is None or modules is None:
+    parts: list = []
+    if suite is not None:
+        choice = resolve_suite(suite, log)
+        package, version, parts, suite = choice.image, choice.version, choice.parts, choice.suite
+    elif kernel is None or modules is None:
         package, version = resolve_package()
     source = KernelSource(package=package,
                           version=version or bzimage_version(kernel),
-                          kernel_path=kernel, modules_dir=modules)
+                          kernel_path=kernel, modules_dir=modules, parts=parts)
     inputs = _inputs(source, venv)
     out = image_dir(inputs)
     cached = _cached(out)
@@ -616,7 +612,7 @@ def build_image(kernel: Path | None = None, modules: Path | None = None, *, forc
         cached = _cached(out)
         if cached is not None and not force:
             return cached
-        return _build(package, version, kernel, modules, venv, inputs, out, log)
+        return _build(source, suite or "", venv, inputs, out, log)
 
 
 def _cached(out: Path) -> LabImage | None:
@@ -631,32 +627,49 @@ def _cached(out: Path) -> LabImage | None:
         return None  # missing or damaged: (re)build it
 
 
-def _build(package, version, kernel, modules, venv: Path, inputs: dict,
-           out: Path, log) -> LabImage:
+def _lab_modules(index, where: str) -> dict[str, bytes]:
+    """The lab's own modules (REQUIRED_MODULES and their dependencies, built-in ones left out)
+    as ELF bytes in load order; a kernel without one of them is refused in one line."""
+    from . import drivers
+
+    missing = [m for m in REQUIRED_MODULES if not index.has(m)]
+    if missing:
+        raise KexectestError(f"lab build: the kernel {index.release} ({where}) has no "
+                             f"{', '.join(missing)} module, built in or not: the lab's host "
+                             "share needs 9p over virtio", Exit.LAB_BUILD)
+    return drivers.read_modules(index, index.closure(REQUIRED_MODULES))
+
+
+def _build(source: KernelSource, suite: str, venv: Path, inputs: dict, out: Path,
+           log) -> LabImage:
+    from . import drivers
+
+    kernel, modules = source.kernel_path, source.modules_dir
     log(f"building lab image in {out}")
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=cache_root()))
     try:
         vmlinuz = release = None
-        mod_tree: Path | None = modules
-        if package is not None:
-            log(f"kernel package {package} {version}")
-            deb = _fetch_package(package, version, cache_root() / "debs")
-            vmlinuz, pkg_mods = _unpack_kernel(deb, tmp / "pkg")
-            release = pkg_mods.name
+        if source.package is not None:
+            packages = [(source.package, source.version), *map(tuple, source.parts or [])]
+            log("kernel package " + ", ".join(f"{p} {v}" for p, v in packages)
+                + (f" ({suite})" if suite else ""))
+            debs = [_fetch_package(p, v, cache_root() / "debs", suite) for p, v in packages]
+            vmlinuz, release = _unpack_kernel(debs, tmp / "pkg")
             if modules is None:
                 if kernel is not None and bzimage_version(kernel) != release:
                     raise KexectestError(
                         f"lab build: {kernel} is release {bzimage_version(kernel)}, the Debian "
                         f"package's modules are {release}: pass --modules DIR", Exit.LAB_BUILD)
-                mod_tree = pkg_mods
+                index = drivers.module_index(drivers.package_source(debs, release), log)
+                where = source.package
         if kernel is not None:
             vmlinuz, release = kernel, bzimage_version(kernel)
-        found = _find_modules(mod_tree)
-        missing = [m for m in MODULES if m not in found]
-        if missing:
-            raise KexectestError(f"lab build: modules {', '.join(missing)} not found under "
-                                 f"{mod_tree}", Exit.LAB_BUILD)
-        mods = {name: _module_bytes(p) for name, p in found.items()}
+        if modules is not None:
+            st = modules.stat()
+            index = drivers.module_index({"dir": str(modules.resolve()), "release": release,
+                                          "stamp": [st.st_size, int(st.st_mtime)]}, log)
+            where = str(modules)
+        mods = _lab_modules(index, where)
         log("packing initramfs")
         stage = tmp / "image"
         stage.mkdir()
@@ -669,7 +682,7 @@ def _build(package, version, kernel, modules, venv: Path, inputs: dict,
         image = LabImage(kernel=out / "vmlinuz", initrd=out / "initrd.gz",
                          disks=[out / f"disk{d}.img" for d in range(MAX_DISKS)],
                          cmdline=CMDLINE, password=PASSWORD, venv=venv,
-                         kernel_version=release or "", directory=out)
+                         kernel_version=release or "", directory=out, kernel_suite=suite)
         (stage / "image.json").write_text(json.dumps(image.to_json(), indent=2) + "\n")
         if out.exists():  # --force: QEMUs already running keep their open files
             os.replace(out, tmp / "old")

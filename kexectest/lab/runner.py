@@ -135,7 +135,8 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
                 overall_timeout: float | None = None, image: lab_image.LabImage | None = None,
                 log=None, cold: bool = False, disk_bus: str | None = None,
                 drivers: list[str] | tuple = (), boot_image: Path | None = None,
-                post: bool = False, post_share: bool = True, agent: str = "auto", **config):
+                post: bool = False, post_share: bool = True, agent: str = "auto",
+                kernel_suite: str | None = None, **config):
     """Run the payload on one virtual machine and return the session's SessionResult.
 
     `machine`: "pc"/"q35", a dict or an object with machine/memory/smp/disks/accel/firmware;
@@ -152,6 +153,8 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
     (`post_share`: the host share's virtio device too, as a Linux run that takes the 9p way).
     `agent`: AGENTS -- "auto" pushes the Python agent for `syscall` and the shell agent for
     `kexec-tools`, and is "9p" where the guest needs the host share (drivers, Linux from a CD).
+    `kernel_suite`: the lab image of that Debian suite's kernel (bookworm, trixie, sid) or of
+    that exact kernel package (lab/kernelsuite.py); None: the default image.
     """
     from ..capture.session import RunOptions, run_session
 
@@ -162,7 +165,8 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
                             accel=accel, firmware=firmware, payload=payload, args=args,
                             command_line=command_line, quiet=quiet, json_output=json_output,
                             redact=redact, overall_timeout=overall_timeout, image=image,
-                            log=log, disk_bus=disk_bus, drivers=drivers, agent=agent, **config)
+                            log=log, disk_bus=disk_bus, drivers=drivers, agent=agent,
+                            kernel_suite=kernel_suite, **config)
     if loader not in LOADERS:
         raise KexectestError(f"lab: loader must be one of {', '.join(LOADERS)}, not {loader!r}",
                              Exit.CONFIG)
@@ -214,7 +218,7 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
         if cfg_direct.get("debug_exit") is None:
             cfg_direct["debug_exit"] = True
         elf_run = pl.patch(elf, out_dir / "payload-direct.elf", **cfg_direct)
-        img = (image or lab_image.build_image(log=log)) if shape.disks or post else None
+        img = (image or lab_image.build_image(log=log, suite=kernel_suite)) if shape.disks or post else None
         if post or not firm.kernel_boot:  # the firmware boots the payload's disk image
             boot_image = bootimage.write_image(elf_run, "disk", out_dir / "payload-direct.img")
             q = Qemu(disks=[boot_image, *_lab_disks(img, shape)], boot="c",
@@ -226,7 +230,7 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
             boot = "-kernel (multiboot)"
         opts = RunOptions(serial_url="", payload_elf=elf_run, **session)
     elif agent == "9p":
-        img = image or lab_image.build_image(log=log)
+        img = image or lab_image.build_image(log=log, suite=kernel_suite)
         lab_image.compile_tree()  # the guest imports this tree's kexectest, read-only
         prefix = None
         if drivers:
@@ -251,7 +255,7 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
         if args:
             raise KexectestError("lab: args (more `kexectest load` words) go to an installed "
                                  "kexectest: agent=\"9p\"", Exit.CONFIG)
-        img = image or lab_image.build_image(log=log)
+        img = image or lab_image.build_image(log=log, suite=kernel_suite)
         if agent == "python":
             img = guest_python.python_image(img, log=log)
         # no host share: what the guest runs arrives by the push, as on hardware
@@ -284,6 +288,9 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
             "qemu_pid": q.pid, "qemu_argv": q.argv_used, "command": opts.command,
             "image": str(img.directory) if img and img.directory else None, "disk_bus": bus,
             "drivers": plan.environment() if plan else None,
+            "kernel": {"release": img.kernel_version if img else None,
+                       "suite": (img.kernel_suite or None) if img else None,
+                       "asked": kernel_suite},
             **start.environment()}}
         try:
             result = run_session(opts, console=console)
