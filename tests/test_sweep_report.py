@@ -298,3 +298,30 @@ def test_cause_suggestions_follow_only_from_the_runs_evidence():
             assert d["bdf"] in c["suggestion"] and f"the {c['held_by']} driver never binds" \
                 in c["suggestion"], "a driver's name, never a module name it may not have"
     assert seen >= 2, "the real AHCI captures carry one"
+
+
+def test_interference_findings_never_pair_machines_of_two_kernels(tmp_path):
+    """A machine that answers on another kernel proves nothing about this one's drivers: the
+    witness must have booted the same kernel release (environment.json lab.kernel)."""
+    from kexectest.analysis.replay import analyze_log
+    from kexectest.fleet.interference import findings
+
+    corpus = Path(__file__).parent / "corpus"
+    held = analyze_log(corpus / "real-lab-ahci-q35.log").to_dict()
+    free = analyze_log(corpus / "real-lab-ahci-no-driver-q35.log").to_dict()
+
+    def env(drivers, release):
+        e = lab_env("q35", "ahci", drivers)
+        e["lab"]["kernel"] = {"release": release, "suite": None, "asked": None}
+        return e
+
+    root = make_sweep(tmp_path / "s", {
+        "q35-ahci-ahci-sid": ("hung", held), "q35-ahci-trixie": ("completed", free),
+        "q35-ahci-ahci-trixie": ("hung", held)},
+        envs={"q35-ahci-ahci-sid": env(["ahci"], "7.2.13+deb14-amd64"),
+              "q35-ahci-trixie": env([], "6.12.117+deb13-amd64"),
+              "q35-ahci-ahci-trixie": env(["ahci"], "6.12.117+deb13-amd64")})
+    s = load_sweep(root)
+    got = {(f["machine"], f["concern"]): f for f in findings(s["machines"])}
+    assert set(got) == {("q35-ahci-ahci-trixie", "disk")}
+    assert got[("q35-ahci-ahci-trixie", "disk")]["answers_on"] == "q35-ahci-trixie"

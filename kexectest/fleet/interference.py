@@ -1,7 +1,7 @@
 """What a sweep's configurations prove against each other: the interference findings.
 
 A BIOS concern that fails on one machine and answers on a machine of the same shape (QEMU
-machine, memory, CPUs, disks and their bus, firmware, loader) that loaded only some of its guest
+machine, memory, CPUs, disks and their bus, firmware, loader, the guest's kernel) that loaded only some of its guest
 drivers is a measured fact: leaving the other drivers out made that BIOS service work there.
 Only such pairs are findings -- two runs of the same sweep, each a real kexec -- never a table
 of likely causes.  The shape and drivers come from each bundle's environment.json.
@@ -35,6 +35,7 @@ def findings(machines: list[dict]) -> list[dict]:
         for concern in concerns:
             peers = [p for p in machines if p is not m and (p.get("lab") or {}).get("shape")
                      == lab["shape"] and (p.get("lab") or {}).get("loader") == lab.get("loader")
+                     and p["lab"].get("kernel") == lab.get("kernel")
                      and set(p["lab"].get("drivers") or ()) < mine and _answers(p, concern)]
             if not peers:
                 continue

@@ -110,8 +110,8 @@ def machine_entry(out_dir: Path, rec: dict) -> dict:
 
 
 def _lab_of(out_dir: Path, bundle: str | None) -> dict | None:
-    """A lab run's shape, loader and requested guest drivers (environment.json `lab`), which
-    the interference findings pair machines by; None for hardware or without the file."""
+    """A lab run's shape, loader, requested guest drivers and kernel release (environment.json
+    `lab`), which the interference findings pair machines by; None for hardware or without the file."""
     if not bundle:
         return None
     try:
@@ -121,8 +121,9 @@ def _lab_of(out_dir: Path, bundle: str | None) -> dict | None:
     if not isinstance(lab, dict) or not isinstance(lab.get("machine"), dict):
         return None
     drivers = lab.get("drivers") if isinstance(lab.get("drivers"), dict) else {}
+    kernel = lab.get("kernel") if isinstance(lab.get("kernel"), dict) else {}
     return {"shape": lab["machine"], "loader": lab.get("loader"),
-            "drivers": list(drivers.get("requested") or ())}
+            "drivers": list(drivers.get("requested") or ()), "kernel": kernel.get("release")}
 
 
 def _baseline(b: dict | None) -> dict | None:
