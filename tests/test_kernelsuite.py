@@ -171,25 +171,28 @@ def test_lab_file_kernel_suite(tmp_path):
 
 
 @pytest.mark.qemu
-def test_trixie_image_runs_to_completed_through_real_kexec(tmp_path):
-    """The trixie kernel (6.12, virtio core built in, modules under usr/lib/modules) as the lab
-    image, cached beside bookworm's, and a real lab run on it."""
+@pytest.mark.parametrize("suite, release", [("trixie", r"6\.12\.\d+\S*"),
+                                            ("sid", r"7\.\d+\.\d+\S*")])
+def test_suite_image_runs_to_completed_through_real_kexec(suite, release, tmp_path):
+    """trixie's kernel (6.12: virtio core built in, modules under usr/lib/modules) and sid's
+    (split into binary, modules and base packages, .ko.xz) as lab images, cached beside
+    bookworm's, each with a real lab run through real kexec on it."""
     build = subprocess.run([sys.executable, "-m", "kexectest", "lab", "build", "--kernel-suite",
-                            "trixie"], capture_output=True, text=True, timeout=1200)
+                            suite], capture_output=True, text=True, timeout=1200)
     assert build.returncode == 0, build.stderr
     directory = Path(build.stdout.strip().splitlines()[-1])
     meta = json.loads((directory / "image.json").read_text())
-    assert meta["kernel_suite"] == "trixie" and meta["kernel_version"].startswith("6.12.")
+    assert meta["kernel_suite"] == suite and re.fullmatch(release, meta["kernel_version"])
     assert li.bzimage_version(directory / "vmlinuz") == meta["kernel_version"]
     default = li.build_image()
     assert default.directory != directory  # side by side in the cache
     out = tmp_path / "runs"
     p = subprocess.run([sys.executable, "-m", "kexectest", "lab", "run", "--kernel-suite",
-                        "trixie", "--out", str(out), "--json"], capture_output=True, text=True,
+                        suite, "--out", str(out), "--json"], capture_output=True, text=True,
                        timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     assert json.loads(p.stdout)["verdict"] == "completed"
     env = json.loads(next(out.glob("run-*/environment.json")).read_text())
     kernel = env["lab"]["kernel"]
-    assert re.fullmatch(r"6\.12\.\d+\S*", kernel["release"]) and kernel["suite"] == "trixie"
-    assert kernel["release"] == meta["kernel_version"]
+    assert kernel["release"] == meta["kernel_version"] and kernel["suite"] == suite
+    assert re.fullmatch(release, kernel["release"])
