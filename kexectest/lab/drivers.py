@@ -2,7 +2,8 @@
 
 On a real machine Linux's storage, USB and video drivers hold the devices the BIOS's own drivers
 need after kexec; the lab loads no such driver unless a run asks for it.  A run's modules come
-from the lab kernel's own package (the index below, made once per package): each module's
+from the lab kernel's own packages (the index below, made once per kernel; sid's kernel keeps
+its modules in linux-modules-*, its modules.builtin in linux-base-*): each module's
 dependencies from its `depends=` (.modinfo), recursively; and what a working disk needs after
 them, found as Linux finds it, by matching the devices between the lab disk's controller and
 the disk (lab/diskbus.py) against the modules' `alias=` lines (sd_mod for a SCSI disk behind

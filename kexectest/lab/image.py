@@ -1,7 +1,8 @@
 """The virtual lab's guest image: a Debian kernel, a busybox initramfs, and disks with known bytes.
 
 Built from distribution packages on the host (never installed): the kernel comes from Debian's
-`linux-image-*-amd64` (apt-get download + dpkg -x), busybox-static and kexec-tools from the host.
+`linux-image-*-amd64` (apt-get download + dpkg -x; another suite's through the lab's private apt
+configuration, lab/kernelsuite.py), busybox-static and kexec-tools from the host.
 The guest mounts the host's `/` read-only over 9p at login and runs the host's own kexectest
 through a chroot, so the lab always tests the code in this tree without packing a Python.
 
