@@ -62,21 +62,28 @@ def test_host_archive_from_deb822_and_one_line_sources(tmp_path):
         "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n"
         "Components: main\n\nTypes: deb\nURIs: http://mirror.example/debian/\n"
         "Suites: bookworm\nComponents: main\nSigned-By: /k/one.gpg\n")
-    assert ks.host_archive((d,)) == ("http://mirror.example/debian", "/k/one.gpg")
+    assert ks.host_archive((d,)) == ("http://mirror.example/debian", "/k/one.gpg",
+                                     "http://mirror.example/debian-security")
     one = tmp_path / "sources.list"
     one.write_text("# comment\ndeb [arch=amd64 signed-by=/k/two.gpg] http://m2.example/debian "
                    "bookworm main\n")
-    assert ks.host_archive((tmp_path / "absent", one)) == ("http://m2.example/debian", "/k/two.gpg")
-    assert ks.host_archive((tmp_path / "absent",)) == (ks.DEFAULT_URI, ks.DEFAULT_KEYRING)
+    assert ks.host_archive((tmp_path / "absent", one)) == ("http://m2.example/debian",
+                                                           "/k/two.gpg", None)
+    assert ks.host_archive((tmp_path / "absent",)) == (ks.DEFAULT_URI, ks.DEFAULT_KEYRING, None)
 
 
 def test_private_apt_configuration_touches_nothing_of_the_hosts(tmp_path):
     """Every directory apt reads or writes is under the lab cache; the sources list names the
     one suite, from the host's archive."""
-    apt = ks.PrivateApt(tmp_path, "trixie", ("http://mirror.example/debian", "/k/one.gpg"))
+    archive = ("http://mirror.example/debian", "/k/one.gpg", "http://mirror.example/sec")
+    apt = ks.PrivateApt(tmp_path, "trixie", archive)
     apt.prepare()
-    assert (tmp_path / "trixie/sources.list").read_text() == \
-        "deb [signed-by=/k/one.gpg] http://mirror.example/debian trixie main\n"
+    assert (tmp_path / "trixie/sources.list").read_text().splitlines() == [
+        "deb [signed-by=/k/one.gpg] http://mirror.example/debian trixie main",
+        "deb [signed-by=/k/one.gpg] http://mirror.example/debian trixie-updates main",
+        "deb [signed-by=/k/one.gpg] http://mirror.example/sec trixie-security main"]
+    assert ks.PrivateApt(tmp_path, "sid", archive).sources_line() == \
+        "deb [signed-by=/k/one.gpg] http://mirror.example/debian sid main\n"  # no updates
     opts = dict(o.split("=", 1) for o in apt.options()[1::2])
     for key in ("Dir::Etc::sourcelist", "Dir::Etc::sourceparts", "Dir::State::Lists",
                 "Dir::State::status", "Dir::Cache", "Dir::Etc::preferences",
@@ -88,12 +95,13 @@ def test_private_apt_configuration_touches_nothing_of_the_hosts(tmp_path):
 
 
 def test_kept_answer_is_used_while_the_lists_stay(tmp_path, monkeypatch):
-    apt = ks.PrivateApt(tmp_path, "sid", ("http://mirror.example/debian", "/k.gpg"))
+    apt = ks.PrivateApt(tmp_path, "sid", ("http://mirror.example/debian", "/k.gpg", None))
     apt.prepare()
     lists = tmp_path / "sid/lists/mirror.example_debian_dists_sid_main_binary-amd64_Packages"
     lists.write_text("Package: x\n")
-    (tmp_path / "sid/updated").touch()
-    monkeypatch.setattr(ks, "host_archive", lambda: ("http://mirror.example/debian", "/k.gpg"))
+    (tmp_path / "sid/updated").write_text(apt.sources_line())
+    monkeypatch.setattr(ks, "host_archive",
+                        lambda: ("http://mirror.example/debian", "/k.gpg", None))
     choice = ks.KernelChoice("sid", "linux-image-7.2.13+deb14-amd64", "7.2.13-1",
                              [("linux-binary-7.2.13+deb14-amd64", "7.2.13-1")])
     calls = []

@@ -98,6 +98,13 @@ def test_key_follows_shape_and_files(tmp_path):
     assert len({base, key(memory_mib=512), key(machine="q35"), key(smp=2)}) == 4
     os.utime(disk, ns=(1, 1))  # a rebuilt image: same path, other file
     assert key() != base
+    other = tmp_path / "trixie"  # another kernel's image: its own files, its own state
+    other.mkdir()
+    for f in (kernel, initrd, disk):
+        (other / f.name).write_bytes(f.read_bytes())
+    q = lq.Qemu(accel="tcg", kernel=other / "vmlinuz", initrd=other / "initrd",
+                append="console=ttyS0", disks=[other / "disk"], share_host=True)
+    assert ws.state_key(ws.key_inputs(q)) != key()
     inputs = ws.key_inputs(lq.Qemu(accel="tcg"))
     assert inputs["qemu"]["version"].startswith("QEMU emulator version")
     assert "bios-256k.bin" in inputs["firmware"]  # SeaBIOS is part of the key

@@ -23,6 +23,7 @@ from ..errors import Exit, KexectestError
 from ..fsutil import write_atomic
 
 SUITES = ("bookworm", "trixie", "sid")
+UNSTABLE = ("sid",)  # no -updates or -security suites
 DEFAULT_SUITE = "bookworm"  # the kernel the lab boots when none is named (the host's own apt)
 META_PACKAGE = "linux-image-amd64"
 DEFAULT_URI = "http://deb.debian.org/debian"
@@ -38,55 +39,66 @@ def is_package(spec: str) -> bool:
     return bool(_IMAGE_RE.match(spec))
 
 
-def host_archive(paths=HOST_SOURCES) -> tuple[str, str]:
-    """(URI, keyring) of the Debian archive the host's apt uses (its main suite, not security)."""
+def host_archive(paths=HOST_SOURCES) -> tuple[str, str, str | None]:
+    """(URI, keyring, security URI or None) of the Debian archive the host's apt uses."""
     files: list[Path] = []
     for p in paths:
         if p.is_dir():
             files += sorted(p.glob("*.sources")) + sorted(p.glob("*.list"))
         elif p.is_file():
             files.append(p)
+    found: list[tuple[str, str]] = []
     for f in files:
         try:
-            text = f.read_text(errors="replace")
+            found += archives_in(f.read_text(errors="replace"))
         except OSError:
             continue
-        found = archive_in(text)
-        if found:
-            return found
-    return DEFAULT_URI, DEFAULT_KEYRING
+    main = next((a for a in found if not a[0].endswith("-security")), None)
+    security = next((a[0] for a in found if a[0].endswith("-security")), None)
+    if main is None:
+        return DEFAULT_URI, DEFAULT_KEYRING, security
+    return main[0], main[1], security
 
 
-def archive_in(text: str) -> tuple[str, str] | None:
-    """The Debian archive named in a sources file (deb822 or one-line), or None."""
+def archives_in(text: str) -> list[tuple[str, str]]:
+    """(URI, keyring) of every `deb` archive a sources file (deb822 or one-line) names."""
+    out = []
     for stanza in re.split(r"\n\s*\n", text):
         fields = {}
         for line in stanza.splitlines():
             m = re.match(r"^([A-Za-z-]+):\s*(.*)$", line)
             if m:
                 fields[m[1].lower()] = m[2].strip()
-        uris = fields.get("uris", "").split()
-        if uris and "deb" in fields.get("types", "").split() and \
-                not uris[0].rstrip("/").endswith("-security"):
-            return uris[0].rstrip("/"), fields.get("signed-by") or DEFAULT_KEYRING
+        if "deb" in fields.get("types", "").split():
+            out += [(u.rstrip("/"), fields.get("signed-by") or DEFAULT_KEYRING)
+                    for u in fields.get("uris", "").split()]
     for line in text.splitlines():
         m = re.match(r"^deb\s+(?:\[([^\]]*)\]\s+)?(\S+)\s+\S+", line.strip())
-        if m and not m[2].rstrip("/").endswith("-security"):
+        if m:
             opts = dict(o.split("=", 1) for o in (m[1] or "").split() if "=" in o)
-            return m[2].rstrip("/"), opts.get("signed-by") or DEFAULT_KEYRING
-    return None
+            out.append((m[2].rstrip("/"), opts.get("signed-by") or DEFAULT_KEYRING))
+    return out
 
 
 class PrivateApt:
     """apt-get / apt-cache over one suite of the host's archive, with state of its own."""
 
-    def __init__(self, root: Path, suite: str, archive: tuple[str, str] | None = None):
+    def __init__(self, root: Path, suite: str,
+                 archive: tuple[str, str, str | None] | None = None):
         self.root = root / suite
         self.suite = suite
-        self.uri, self.keyring = archive or host_archive()
+        self.uri, self.keyring, self.security = archive or host_archive()
 
     def sources_line(self) -> str:
-        return f"deb [signed-by={self.keyring}] {self.uri} {self.suite} main\n"
+        """The suite, and for a release with them its -updates and -security suites (a stable
+        release's kernels are updated there), as the host's own sources have them."""
+        sign = f"[signed-by={self.keyring}]"
+        lines = [f"deb {sign} {self.uri} {self.suite} main"]
+        if self.suite not in UNSTABLE:
+            lines.append(f"deb {sign} {self.uri} {self.suite}-updates main")
+            if self.security:
+                lines.append(f"deb {sign} {self.security} {self.suite}-security main")
+        return "\n".join(lines) + "\n"
 
     def options(self) -> list[str]:
         r = self.root
@@ -111,12 +123,14 @@ class PrivateApt:
                       for p in (self.root / "lists").glob("*_Packages*"))
 
     def lists_fresh(self) -> bool:
-        """Lists fetched (by this configuration's last update) within LISTS_MAX_AGE_S."""
+        """Lists fetched within LISTS_MAX_AGE_S, from the sources this configuration names."""
+        stamp = self.root / "updated"
         try:
-            age = time.time() - (self.root / "updated").stat().st_mtime
+            age = time.time() - stamp.stat().st_mtime
+            same = stamp.read_text() == self.sources_line()
         except OSError:
             return False
-        return age < LISTS_MAX_AGE_S and bool(self.lists_state())
+        return same and age < LISTS_MAX_AGE_S and bool(self.lists_state())
 
     def update(self, log=None) -> None:
         """Fetch the suite's package lists, unless fetched within the last week."""
@@ -128,7 +142,7 @@ class PrivateApt:
         if not self.lists_state():
             raise KexectestError(f"lab build: no Debian suite {self.suite!r} at {self.uri}",
                                  Exit.LAB_BUILD)
-        (self.root / "updated").touch()
+        (self.root / "updated").write_text(self.sources_line())
 
     def _run(self, tool: str, args: list[str], stage: str, cwd: Path | None = None) -> str:
         exe = shutil.which(tool) or shutil.which(tool, path="/usr/bin:/bin")
