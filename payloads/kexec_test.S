@@ -51,3 +51,4 @@ kt_multiboot:
 	.include "tsc.S"
 	.include "steps.S"
 	.include "data.S"
+	.include "bzimage.S"

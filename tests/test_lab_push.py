@@ -130,3 +130,18 @@ def test_both_agents_agree_in_one_guest(tmp_path, built_payload, lab_image, mach
         [ln for ln in py_snap if not ln.startswith("KTSNAP e820-source ")]
     assert py_dry == sh_dry and len(py_dry) == 1
     assert py_dry[0].startswith("dry run: would load 1 segment(s), entry 0x")
+
+
+@pytest.mark.parametrize("machine", ["pc", "q35"])
+def test_load_via_kexec_file_load(tmp_path, built_payload, lab_image, machine):
+    """The door distributions take: the pushed agent makes the bzImage from the patched ELF,
+    the lab kernel's own kexec_file_load loads it, its purgatory enters the 64-bit entry."""
+    result, env, console = _run(tmp_path, built_payload, lab_image, machine, loader="file")
+    assert result.verdict in ("completed", "failed-steps"), result.analysis.one_line()
+    assert env["target_agent"] == "pushed" and env["lab"]["agent"] == "python"
+    assert re.search(r"loaded a \d+-byte bzImage, entry 0x[0-9a-f]+ after its copy, via file",
+                     console)
+    assert re.search(r"KTLOAD exec entry=0x[0-9a-f]+ via=file", console)
+    assert "kexec_core: Starting new kernel" in console and "KT done steps=" in console
+    payload = result.analysis.to_dict()["payload"]
+    assert payload["entry"] == "64" and payload["via"] == "bzimage"

@@ -128,11 +128,11 @@ def plan_push(tools: TargetTools, payload: Path, options: dict, *, via: str | No
                 "nothing there can load the payload" if not tools.python else
                 "the target has no kexec-tools ('kexec' not found), which the shell agent "
                 "needs", Exit.MISSING_TOOL)
-        if via == "syscall":
+        if via in ("syscall", "file"):
             if tools.python:
                 raise KexectestError("the shell agent loads through kexec-tools only: --via "
                                      "kexec-tools, or the Python agent", Exit.USAGE)
-            raise KexectestError("the target has no Python 3.6 or later for --via syscall; "
+            raise KexectestError(f"the target has no Python 3.6 or later for --via {via}; "
                                  "its kexec-tools can load the payload (--via kexec-tools)",
                                  Exit.MISSING_TOOL)
         from ..target.shell import shell_agent_source

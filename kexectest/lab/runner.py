@@ -37,7 +37,7 @@ from .linuxcd import linux_cd
 from .qemu import Qemu
 from .shape import Shape
 
-LOADERS = ("syscall", "kexec-tools", "direct")
+LOADERS = ("syscall", "kexec-tools", "file", "direct")
 # how the payload gets into the guest: pushed (the agent the loader needs: "auto"; or the Python
 # or shell agent by name), or the host's kexectest over 9p
 AGENTS = ("auto", "python", "shell", "9p")
@@ -166,11 +166,12 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
                                         (f"Linux from a CD under {firm.name}",
                                          not firm.kernel_boot)) if yes]
     if agent == "auto":
-        agent = ("9p" if needs_share else "python" if loader == "syscall" else "shell")
+        agent = ("9p" if needs_share else "python" if loader in ("syscall", "file")
+                 else "shell")
     if needs_share and agent in ("python", "shell") and loader != "direct":
         raise KexectestError(f"lab: {' and '.join(needs_share)} come over the host share: "
                              "--agent 9p (or auto)", Exit.CONFIG)
-    if agent == "shell" and loader == "syscall":
+    if agent == "shell" and loader in ("syscall", "file"):
         raise KexectestError("lab: the shell agent loads through kexec-tools only: "
                              "--loader kexec-tools, or --agent python", Exit.CONFIG)
     if loader != "direct" and shape.machine not in firm.linux_machines:
