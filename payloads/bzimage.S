@@ -134,6 +134,10 @@ kt_bz_entry64:
 	rep movsb
 	movl $bz_door, %eax		# (ELF32 holds no sign-extended absolute:
 	movb $2, (%rax)			# zero-extended through a register)
+	movq %r8, %rcx			# RSI's high half: a boot_params page above
+	shrq $32, %rcx			# 4 GiB is out of the dump's reach
+	movl $bz_rsi_hi, %eax
+	movl %ecx, (%rax)
 	movl $kt_entry64, %eax
 	pushq %rax
 	movq %r11, %rax

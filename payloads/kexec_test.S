@@ -44,6 +44,7 @@ kt_multiboot:
 	.include "macros.S"
 	.include "entry.S"
 	.include "entry16.S"
+	.include "bootparams.S"
 	.include "io.S"
 	.include "builtins.S"
 	.include "pci.S"

@@ -20,7 +20,9 @@ from kexectest.lab import guest_python, warmstate
 from kexectest.lab import image as li
 from kexectest.lab import qemu as lq
 from kexectest.lab.runner import run_virtual
+from kexectest.analysis.before_after import e820_type
 from kexectest.target import pack
+from kexectest.target.snapshot import parse_snapshot
 
 pytestmark = pytest.mark.qemu
 
@@ -143,5 +145,25 @@ def test_load_via_kexec_file_load(tmp_path, built_payload, lab_image, machine):
                      console)
     assert re.search(r"KTLOAD exec entry=0x[0-9a-f]+ via=file", console)
     assert "kexec_core: Starting new kernel" in console and "KT done steps=" in console
-    payload = result.analysis.to_dict()["payload"]
-    assert payload["entry"] == "64" and payload["via"] == "bzimage"
+    report = result.analysis.to_dict()
+    assert report["payload"]["entry"] == "64" and report["payload"]["via"] == "bzimage"
+    # the page the kernel filled, against the guest's own /sys/firmware/memmap (the "before"
+    # snapshot) and the BIOS's E820 after kexec
+    hp = report["handoff_params"]
+    assert hp["readable"] and not hp["problems"], hp["problems"]
+    assert hp["type_of_loader"] >> 4 == 0xD and hp["address"] == report["state"]["regs"]["esi"]
+    snap = parse_snapshot(console.splitlines())
+    memmap = [(m["start"], m["end"], e820_type(m["type"])) for m in snap["memmap"]]
+    page = [(e["base"], e["base"] + e["length"] - 1, e["type"]) for e in hp["e820"]]
+    firmware = [(e["base"], e["base"] + e["length"] - 1, e["type"]) for e in report["e820"]]
+    assert sorted(memmap) == sorted(firmware)  # what Linux saw at boot is what the BIOS says
+    kernel_only = set(page) - set(memmap)
+    e820_diffs = [x for x in hp["differences"] if x["field"] == "e820"]
+    assert bool(kernel_only or set(memmap) - set(page)) == bool(e820_diffs), e820_diffs
+    assert all(x["class"] in ("expected", "wrong") for x in hp["differences"])
+    assert any(c["type_name"] == "RNG_SEED" for c in hp["setup_data"])  # the kernel's own seed
+    assert hp["cmdline"] in ("", None)  # an empty command line unless given
+    rows = {r["field"]: r for r in hp["fields"]}
+    assert rows["e820"]["same"] is (not e820_diffs) and rows["edd drive 80"]["same"] is True
+    summary = (result.bundle_dir / "summary.md").read_text()
+    assert "### Hand-off vs firmware" in summary and "| e820 |" in summary
