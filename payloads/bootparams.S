@@ -1,8 +1,9 @@
 # bootparams.S: the boot_params page a loader handed over, dumped before
 # anything else (docs/trace-format.md, "The hand-off page").
 #
-# Only the bzImage's 32- and 64-bit doors (bzimage.S) receive one: ESI (RSI)
-# points at it.  From flat protected mode, paging off, right after the banner:
+# Only the bzImage's doors (bzimage.S) receive one: ESI (RSI) points at it at
+# the 32- and 64-bit entries; at the real-mode entry it is the setup part itself
+# (the loader fills the page in place).  From flat protected mode, paging off, right after the banner:
 # the page, and what it points to, as the kernel or kexec-tools left them.
 # Counts are clamped to the tables' sizes (the page's own count is printed
 # as it was), the setup_data chain is followed at most BP_SETUP_MAX links and
@@ -36,9 +37,11 @@ bootparams32:
 	cmpb $0, bz_door
 	je 9f
 	pushal
-	movl s_esi, %ebx
+	movl bz_page, %ebx
 	call line_begin32
 	PUTS32 "state bootparams"
+	movzbl bz_door, %eax
+	HEXF door, 2
 	movl %ebx, %eax
 	HEXF addr, 8
 	movl bz_rsi_hi, %eax

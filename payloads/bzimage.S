@@ -46,8 +46,8 @@ kt_bz_setup:
 	cmpl $(KT_BASE - (bz_setup_end - kt_bz_setup)), %edx
 	ja 8f
 2:	movl $(kt_end - KT_BASE), %ecx
-	movw $(KT_BASE >> 4), %dx
-	movw %dx, %es
+	pushw $(KT_BASE >> 4)		# (EDX keeps this code's address)
+	popw %es
 	xorw %di, %di
 	movl %eax, %esi
 	shrl $4, %eax			# DS:SI = the source, SI < 16
@@ -62,6 +62,10 @@ kt_bz_setup:
 	std
 3:	rep movsb
 	cld
+	subl $kt_bz_setup, %edx		# the setup's own base, linear: its page
+	movl %edx, %es:(bz_page - K0)	# (boot_params, as a real-mode loader
+					# fills it) for bootparams.S
+	movb $3, %es:(bz_door - K0)
 	popw %es
 	popw %ds
 	popal
@@ -108,6 +112,8 @@ kt_bz_entry32:
 	cld
 	rep movsb
 	movb $1, bz_door
+	movl BZ_SCRATCH + 4, %eax		# ESI: the boot_params page
+	movl %eax, bz_page
 	movl BZ_SCRATCH + 12, %ecx
 	movl BZ_SCRATCH + 8, %edi
 	movl BZ_SCRATCH + 4, %esi
@@ -138,6 +144,8 @@ kt_bz_entry64:
 	shrq $32, %rcx			# 4 GiB is out of the dump's reach
 	movl $bz_rsi_hi, %eax
 	movl %ecx, (%rax)
+	movl $bz_page, %eax
+	movl %r8d, (%rax)
 	movl $kt_entry64, %eax
 	pushq %rax
 	movq %r11, %rax
@@ -150,5 +158,7 @@ kt_bz_entry64:
 
 	.text
 	.subsection 3
-bz_door:	.byte 0			# 1: entered by the bzImage's 32-bit entry, 2: its 64-bit one
+bz_door:	.byte 0			# the bzImage's entry: 1 32-bit, 2 64-bit, 3 real mode
+	.p2align 2
+bz_page:	.long 0			# the boot_params page it was handed (low 32 bits)
 	.subsection 0

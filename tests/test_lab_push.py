@@ -167,3 +167,33 @@ def test_load_via_kexec_file_load(tmp_path, built_payload, lab_image, machine):
     assert rows["e820"]["same"] is (not e820_diffs) and rows["edd drive 80"]["same"] is True
     summary = (result.bundle_dir / "summary.md").read_text()
     assert "### Hand-off vs firmware" in summary and "| e820 |" in summary
+
+
+@pytest.mark.parametrize("machine", ["pc", "q35"])
+@pytest.mark.parametrize("loader,entry,via,door", [
+    ("kexec-tools-bzimage", "32", "bzimage", "32-bit"),
+    ("real-mode", "16", "setup", "real-mode"),
+])
+def test_kexec_tools_bzimage_doors(tmp_path, built_payload, lab_image, machine, loader, entry,
+                                   via, door):
+    """kexec-tools' own bzImage loader (its purgatory, its boot_params page from
+    /sys/firmware/memmap), entering the 32-bit door or, with --real-mode, the setup code."""
+    result, env, console = _run(tmp_path, built_payload, lab_image, machine, loader=loader)
+    assert result.verdict in ("completed", "failed-steps"), result.analysis.one_line()
+    assert env["lab"]["loader"] == loader and env["target_agent"] == "pushed"
+    assert re.search(r"KTLOAD exec entry=0x[0-9a-f]+ via=kexec-tools-bzimage", console)
+    assert ("(real mode)" in console) is (loader == "real-mode")
+    report = result.analysis.to_dict()
+    assert report["payload"]["entry"] == entry and report["payload"]["via"] == via
+    hp = report["handoff_params"]
+    assert hp["door"] == door and hp["readable"] and not hp["problems"], hp
+    assert hp["type_of_loader"] >> 4 == 0xD
+    snap = parse_snapshot(console.splitlines())
+    memmap = {(m["start"], m["end"], e820_type(m["type"])) for m in snap["memmap"]}
+    page = {(e["base"], e["base"] + e["length"] - 1, e["type"]) for e in hp["e820"]}
+    if door == "real-mode":  # kexec-tools leaves the page to the setup code
+        assert not page and all(x["class"] == "expected" for x in hp["differences"])
+    else:  # its map comes from /sys/firmware/memmap: every range it changed is listed
+        changed = (page - memmap) | (memmap - page)
+        e820_diffs = [x for x in hp["differences"] if x["field"] == "e820"]
+        assert bool(changed) == bool(e820_diffs), (sorted(changed), e820_diffs)

@@ -287,4 +287,18 @@ def test_load_via_file_dry_run_refuses_cmdline_without_file(elf):
     proc = subprocess.run([sys.executable, "-m", "kexectest", "load", str(elf), "--via",
                            "syscall", "--cmdline", "x", "--dry-run", "--no-snapshot"],
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "go with --via file" in proc.stderr
+    assert proc.returncode == 2 and "go with a bzImage: --via file" in proc.stderr
+
+
+def test_real_mode_goes_with_the_kexec_tools_bzimage_loader(elf):
+    proc = subprocess.run([sys.executable, "-m", "kexectest", "load", str(elf), "--via",
+                           "file", "--real-mode", "--dry-run", "--no-snapshot"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--via kexec-tools-bzimage" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_kexec_tools_bzimage_needs_kexec_tools(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    errs = errors(loader.preflight(facts(), None, "kexec-tools-bzimage"))
+    assert len(errs) == 1 and "kexec-tools not installed" in errs[0]

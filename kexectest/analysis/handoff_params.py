@@ -26,6 +26,11 @@ LOADERS = {0xD: "kexec (kexec_file_load or kexec-tools)", 0x7: "GRUB", 0xB: "QEM
            0x5: "ELILO", 0x8: "U-Boot", 0x9: "Xen", 0xA: "Gujin", 0xE: "extended",
            0xF: "special"}
 RAM, RESERVED_KERN = 1, 128
+# the bzImage's door the page came through (bzimage.S's bz_door); a real-mode entry's page
+# is the setup part the loader filled, and the setup code asks the BIOS for the rest itself
+DOORS = {1: "32-bit", 2: "64-bit", 3: "real-mode"}
+REAL_MODE_WHY = ("entered in real mode: the setup code asks the BIOS for it itself, a loader "
+                 "need not fill it")
 KERNEL_RESERVED = {2, RESERVED_KERN}  # what a kernel marks RAM it keeps for itself
 
 
@@ -51,7 +56,8 @@ def decode(records) -> dict | None:
         return None
     by = {g: [r.fields for r in records if r.name == g] for g in GROUPS}
     problems: list[str] = []
-    out: dict = {"address": _wide(head, "addr", "hi"), "problems": problems}
+    door = _num(head, "door", None)
+    out: dict = {"address": _wide(head, "addr", "hi"), "door": DOORS.get(door), "problems": problems}
     if _num(head, "hi"):
         problems.append("the page lies above 4 GiB, out of the payload's reach: not read")
         out["readable"] = False
@@ -293,6 +299,9 @@ def compare(page: dict, e820: list[dict], steps) -> list[dict]:
                       "why": why})
 
     e820_done = by_id.get("e820", {}).get("status") in ("ok", "error")
+    if e820 and e820_done and not page["e820"] and not page["e820_entries"]:
+        add("e820", "0 entries", f"{len(e820)} entries", "wrong",
+            "the page hands over no E820 map")
     if e820 and e820_done and page["e820"] and not any("E820" in p for p in page["problems"]):
         for lo, hi, kt, ft in _pieces(_intervals(page["e820"]), _intervals(e820)):
             cls, why = _e820_class(kt, ft)
@@ -321,6 +330,10 @@ def compare(page: dict, e820: list[dict], steps) -> list[dict]:
                                mode.get("columns"))):
             if fv is not None and kv != fv:
                 add(field, kv, fv, "wrong", "not the mode int 10h AH=0Fh reports")
+    if page.get("door") == "real-mode":  # what the page leaves empty, setup collects
+        for d in diffs:
+            if d["kernel"] in (0, None, "0 entries"):
+                d["class"], d["why"] = "expected", REAL_MODE_WHY
     return diffs
 
 

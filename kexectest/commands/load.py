@@ -28,8 +28,8 @@ def _switches(func):
               show_default=True, help=VIA_HELP)
 @config_options
 @_switches
-def load_cmd(payload, via, do_exec, yes, no_snapshot, snapshot_only, dry_run, cmdline, initrd,
-             **options):
+def load_cmd(payload, via, do_exec, yes, no_snapshot, snapshot_only, dry_run, real_mode,
+             cmdline, initrd, **options):
     """Load the payload for kexec on THIS machine (as root); with --exec, start it.
 
     --exec ends the running system: it always needs --yes."""
@@ -39,7 +39,7 @@ def load_cmd(payload, via, do_exec, yes, no_snapshot, snapshot_only, dry_run, cm
     confirm_exec(do_exec, yes)
     src = Path(payload) if payload else pl.ensure_built()
     run_load(src, via=via, options=options, do_exec=do_exec, print_block=not no_snapshot,
-             dry_run=dry_run, cmdline=cmdline, initrd=initrd)
+             dry_run=dry_run, cmdline=cmdline, initrd=initrd, real_mode=real_mode)
 
 
 def register(group: click.Group) -> None:

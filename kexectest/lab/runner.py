@@ -37,7 +37,7 @@ from .linuxcd import linux_cd
 from .qemu import Qemu
 from .shape import Shape
 
-LOADERS = ("syscall", "kexec-tools", "file", "direct")
+LOADERS = ("syscall", "kexec-tools", "file", "kexec-tools-bzimage", "real-mode", "direct")
 # how the payload gets into the guest: pushed (the agent the loader needs: "auto"; or the Python
 # or shell agent by name), or the host's kexectest over 9p
 AGENTS = ("auto", "python", "shell", "9p")
@@ -48,7 +48,9 @@ CONFIG_KEYS = CONFIG_OPTION_NAMES  # the payload options (payload/options.py), a
 
 def guest_command(payload: Path, loader: str, config: dict, args: list[str] = ()) -> str:
     """The shell line typed on the guest's console: what a user types on real hardware."""
-    argv = ["kexectest", "load", str(payload), "--via", loader, "--exec", "--yes"]
+    via, door = (("kexec-tools-bzimage", ["--real-mode"]) if loader == "real-mode"
+                 else (loader, []))
+    argv = ["kexectest", "load", str(payload), "--via", via, *door, "--exec", "--yes"]
     argv += config_argv(config) + list(args)
     return shlex.join(argv)
 
@@ -166,12 +168,12 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
                                         (f"Linux from a CD under {firm.name}",
                                          not firm.kernel_boot)) if yes]
     if agent == "auto":
-        agent = ("9p" if needs_share else "python" if loader in ("syscall", "file")
-                 else "shell")
+        agent = ("9p" if needs_share else "shell" if loader in ("kexec-tools", "direct")
+                 else "python")
     if needs_share and agent in ("python", "shell") and loader != "direct":
         raise KexectestError(f"lab: {' and '.join(needs_share)} come over the host share: "
                              "--agent 9p (or auto)", Exit.CONFIG)
-    if agent == "shell" and loader in ("syscall", "file"):
+    if agent == "shell" and loader not in ("kexec-tools", "direct"):
         raise KexectestError("lab: the shell agent loads through kexec-tools only: "
                              "--loader kexec-tools, or --agent python", Exit.CONFIG)
     if loader != "direct" and shape.machine not in firm.linux_machines:

@@ -87,7 +87,7 @@ def _run(args) -> None:
         raise KexectestError("no payload: give the payload ELF (kexec_test.elf)", Exit.USAGE)
     options = {o.name: getattr(args, o.name) for o in OPTIONS}
     run_load(args.payload, via=args.via, options=options, do_exec=args.do_exec,
-             print_block=not args.no_snapshot, dry_run=args.dry_run,
+             print_block=not args.no_snapshot, dry_run=args.dry_run, real_mode=args.real_mode,
              **{param: getattr(args, param) for _flag, param, _text in VALUES})
 
 

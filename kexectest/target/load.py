@@ -19,16 +19,19 @@ from ..payload.patch import patched_bytes
 from . import loader, snapshot
 from .elf import PayloadFile
 
-VIAS = ("syscall", "kexec-tools", "file")
-VIA_HELP = ("Raw kexec_load (no purgatory), kexec-tools' elf-x86, or kexec_file_load with the "
-            "payload as a bzImage (the kernel's purgatory, a boot_params page).")
+VIAS = ("syscall", "kexec-tools", "file", "kexec-tools-bzimage")
+VIA_HELP = ("Raw kexec_load (no purgatory), kexec-tools' elf-x86, kexec_file_load with the "
+            "payload as a bzImage (the kernel's purgatory, a boot_params page), or kexec-tools' "
+            "bzImage loader (its purgatory and boot_params page; or, with the real-mode "
+            "switch, the setup code's real-mode entry).")
+BZIMAGE_VIAS = ("file", "kexec-tools-bzimage")  # the payload goes as a bzImage
 # The valued options of a load (flag, parameter, help), for --via file: as SWITCHES, both
 # `kexectest load`'s click options and the agent's argparse options are made from it.
 VALUES = (
-    ("--cmdline", "cmdline", "With --via file: the command line kexec_file_load hands over "
-                             "[default: empty]."),
-    ("--initrd", "initrd", "With --via file: a file to hand over as the initrd [default: "
-                           "none, KEXEC_FILE_NO_INITRAMFS]."),
+    ("--cmdline", "cmdline", "With a bzImage (--via file or kexec-tools-bzimage): the "
+                             "command line handed over [default: empty]."),
+    ("--initrd", "initrd", "With a bzImage: a file to hand over as the initrd [default: none; "
+                           "KEXEC_FILE_NO_INITRAMFS]."),
 )
 # The switches of a load beside --via and the payload options (payload/options.py), as
 # (flag, parameter, help): `kexectest load`'s click options and the agent's argparse options
@@ -44,6 +47,9 @@ SWITCHES = (
     ("--dry-run", "dry_run", "Patch, check, snapshot and preflight, then stop short of the "
                              "load: prints what would be loaded and the patched payload's "
                              "sha256."),
+    ("--real-mode", "real_mode", "With --via kexec-tools-bzimage: enter the bzImage's setup "
+                                 "code in real mode (kexec-tools' real-mode entry), the path "
+                                 "of kernels that hang in setup."),
 )
 PATCHED_NAME = "kexec_test.elf"
 BZIMAGE_NAME = "kexec_test.bzImage"
@@ -157,18 +163,20 @@ def _with_temp_file(data: bytes, name: str, use) -> None:
 
 def run_load(src, *, via: str = "syscall", options=None, do_exec: bool = False,
              print_block: bool = True, dry_run: bool = False, cmdline=None,
-             initrd=None) -> None:
+             initrd=None, real_mode: bool = False) -> None:
     """Load `src` for kexec on this machine (as root); with `do_exec`, start it.
 
     Raises KexectestError with the exit code of the first thing that stops it; returns after a
     load without exec, or a dry run (everything but the load itself)."""
     if via not in VIAS:
         raise KexectestError(f"--via must be one of {', '.join(VIAS)}, not {via!r}", Exit.USAGE)
-    if via != "file" and (cmdline is not None or initrd is not None):
-        raise KexectestError("--cmdline and --initrd go with --via file (kexec_file_load)",
-                             Exit.USAGE)
+    if via not in BZIMAGE_VIAS and (cmdline is not None or initrd is not None):
+        raise KexectestError("--cmdline and --initrd go with a bzImage: --via file or "
+                             "kexec-tools-bzimage", Exit.USAGE)
+    if real_mode and via != "kexec-tools-bzimage":
+        raise KexectestError("--real-mode goes with --via kexec-tools-bzimage", Exit.USAGE)
     img = prepare(src, options or {})
-    bz = make_bzimage(img) if via == "file" else None
+    bz = make_bzimage(img) if via in BZIMAGE_VIAS else None
     if print_block:
         print_snapshot()
     facts = loader.read_facts()
@@ -186,8 +194,12 @@ def run_load(src, *, via: str = "syscall", options=None, do_exec: bool = False,
         entry, nseg = img.entry64, 1
     else:
         entry, nseg = img.e_entry, len(img.segments)
-    if via == "file":  # the kernel places the part: the entry is where its copy lands
-        what = (f"a {len(bz)}-byte bzImage, entry {entry:#x} after its copy, via file "
+    if via == "kexec-tools-bzimage":
+        entry = img.symbols.get("kt_entry16", 0) if real_mode else img.entry32
+        nseg = 1
+    if via in BZIMAGE_VIAS:  # the loader places the parts: the entry is where its copy lands
+        door = " (real mode)" if real_mode else ""
+        what = (f"a {len(bz)}-byte bzImage, entry {entry:#x} after its copy, via {via}{door} "
                 f"(payload {img.build_id or img.sha256[:16]})")
     else:
         what = (f"{nseg} segment(s), entry {entry:#x}, via {via} "
@@ -199,6 +211,11 @@ def run_load(src, *, via: str = "syscall", options=None, do_exec: bool = False,
         loader.kexec_load(entry, segs, facts)
     elif via == "file":
         _load_with_file_syscall(bz, cmdline or "", initrd, facts)
+    elif via == "kexec-tools-bzimage":
+        args = ["--type=bzImage"] + (["--real-mode"] if real_mode else [])
+        args += [f"--command-line={cmdline}"] if cmdline is not None else []
+        args += [f"--initrd={initrd}"] if initrd else []
+        _with_temp_file(bz, BZIMAGE_NAME, lambda path: loader.load_kexec_tools(path, args))
     else:
         _load_with_kexec_tools(img)
     say(f"loaded {what}")

@@ -259,7 +259,7 @@ def preflight(facts: HostFacts, segs, via: str) -> list:
         if len(segs) > KEXEC_SEGMENT_MAX:
             out.append(("error", f"{len(segs)} segments; kexec_load takes at most 16"))
         out += check_ranges(segs, facts.memmap)
-    if via == "kexec-tools" and shutil.which("kexec") is None:
+    if via in ("kexec-tools", "kexec-tools-bzimage") and shutil.which("kexec") is None:
         out.append(("error", MESSAGES["no_kexec_tools"] + ", or use --via syscall"))
     return out
 
@@ -412,11 +412,13 @@ def _run(argv) -> subprocess.CompletedProcess:
                           universal_newlines=True, errors="replace")
 
 
-def load_kexec_tools(elf) -> None:
+def load_kexec_tools(image, args=("--type=elf-x86",)) -> None:
+    """`kexec -l IMAGE` with its loader's arguments (the elf-x86 type, or the bzImage type
+    and its options)."""
     exe = shutil.which("kexec")
     if exe is None:
         raise KexectestError(MESSAGES["no_kexec_tools"], Exit.MISSING_TOOL)
-    proc = _run([exe, "-l", str(elf), "--type=elf-x86"])
+    proc = _run([exe, "-l", str(image), *args])
     if proc.returncode != 0:
         msg = next((ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()),
                    f"exit status {proc.returncode}")
