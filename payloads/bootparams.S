@@ -13,6 +13,7 @@
 	.set BP_EDD_MAX, 6		# eddbuf entries
 	.set BP_MBR_MAX, 16		# edd_mbr_sig_buffer entries
 	.set BP_SETUP_MAX, 16		# setup_data links followed
+	.set BP_E820EXT_MAX, 1024	# SETUP_E820_EXT entries printed (a link)
 	.set BP_CMDLINE_MAX, 2048	# bytes counted of the command line
 	.set BP_CMDLINE_DUMP, 256	# bytes printed of it
 
@@ -202,7 +203,10 @@ bootparams32:
 	movl 12(%esi), %eax
 	HEXF len, 8
 	call line_end32
-	movl 4(%esi), %edi
+	cmpl $1, 8(%esi)			# SETUP_E820_EXT: the entries past
+	jne 7f					# the page's 128
+	call e820ext32
+7:	movl 4(%esi), %edi
 	movl (%esi), %esi
 	incl %edx
 	jmp 3b
@@ -258,6 +262,43 @@ bootparams32:
 8:	call line_end32_if_open
 	popal
 9:	ret
+
+# ESI = a SETUP_E820_EXT link: its entries (20 bytes each, at most
+# BP_E820EXT_MAX) as `state bpe820ext` lines.  Keeps registers.
+e820ext32:
+	pushal
+	movl 12(%esi), %eax			# len / 20 entries
+	xorl %edx, %edx
+	movl $20, %ecx
+	divl %ecx
+	movl %eax, %ebp
+	cmpl $BP_E820EXT_MAX, %ebp
+	jbe 1f
+	movl $BP_E820EXT_MAX, %ebp
+1:	addl $16, %esi				# the data after the link's header
+	xorl %edx, %edx
+2:	cmpl %ebp, %edx
+	jae 3f
+	call line_begin32
+	PUTS32 "state bpe820ext"
+	movl %edx, %eax
+	HEXF n, 4
+	movl 4(%esi), %eax
+	HEXF base_hi, 8
+	movl (%esi), %eax
+	HEXF base, 8
+	movl 12(%esi), %eax
+	HEXF len_hi, 8
+	movl 8(%esi), %eax
+	HEXF len, 8
+	movl 16(%esi), %eax
+	HEXF type, 8
+	call line_end32
+	addl $20, %esi
+	incl %edx
+	jmp 2b
+3:	popal
+	ret
 
 # End the line only if one is open (the bootparams line cut short above).
 line_end32_if_open:

@@ -162,3 +162,19 @@ def test_lost_page_lines_are_reported():
     del lines[4]  # one bpe820 line lost on the wire
     _, hp = run(trace(lines))
     assert any("arrived intact" in p for p in hp["problems"])
+
+
+def test_e820_entries_past_128_come_from_setup_e820_ext():
+    """A map longer than the page's table goes on in SETUP_E820_EXT setup_data (type 1)."""
+    table = [(0x100000 * i, 0x1000, 1) for i in range(1, 129)]
+    more = [(0x100000 * i, 0x1000, 2) for i in range(129, 132)]
+    lines = page_lines(e820=table, setup=[(0x99090, 1, 20 * len(more), 0)])
+    at = next(i for i, ln in enumerate(lines) if "bpsetup" in ln) + 1
+    ext = [kt(f"state bpe820ext n={i:04X} base_hi=00000000 base={b:08X} len_hi=00000000 "
+              f"len={n:08X} type={t:08X}") for i, (b, n, t) in enumerate(more)]
+    _, hp = run(trace(lines[:at] + ext + lines[at:]))
+    assert len(hp["e820"]) == 131 and hp["e820_ext_entries"] == 3 and not hp["problems"]
+    assert hp["e820"][-1] == {"base": 0x100000 * 131, "length": 0x1000, "type": 2,
+                              "type_name": "reserved"}
+    _, hp = run(trace(lines[:at] + ext[:2] + lines[at:]))  # one lost on the wire
+    assert any("SETUP_E820_EXT entries arrived intact" in p for p in hp["problems"])

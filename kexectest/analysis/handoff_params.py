@@ -17,7 +17,9 @@ from . import decoders as dec
 from .before_after import _merged
 
 E820_MAX, EDD_MAX, MBR_MAX, SETUP_MAX = 128, 6, 16, 16
-GROUPS = ("bootparams", "bpscreen", "bpe820", "bpmbr", "bpedd", "bpsetup", "bpcmdline")
+GROUPS = ("bootparams", "bpscreen", "bpe820", "bpe820ext", "bpmbr", "bpedd", "bpsetup",
+          "bpcmdline")
+E820EXT_MAX = 1024  # SETUP_E820_EXT entries the payload prints of one link
 # setup_data types (arch/x86/include/uapi/asm/bootparam.h)
 SETUP_TYPES = {1: "E820_EXT", 2: "DTB", 3: "PCI", 4: "EFI", 5: "APPLE_PROPERTIES",
                6: "JAILHOUSE", 7: "CC_BLOB", 8: "IMA", 9: "RNG_SEED"}
@@ -84,6 +86,12 @@ def decode(records) -> dict | None:
     if len(out["e820"]) != min(n820, E820_MAX):
         problems.append(f"{len(out['e820'])} of the page's {min(n820, E820_MAX)} E820 entries "
                         "arrived intact: the map is incomplete")
+    ext = [{"base": _wide(f, "base", "base_hi"), "length": _wide(f, "len", "len_hi"),
+            "type": _num(f, "type"),
+            "type_name": dec.E820_TYPES.get(_num(f, "type"), f"type {_num(f, 'type')}")}
+           for f in by["bpe820ext"]]
+    out["e820_ext_entries"] = len(ext)  # from SETUP_E820_EXT setup_data, after the table's
+    out["e820"] += ext
     out["ext_mem_k"] = _num(head, "ext_mem_k")
     out["alt_mem_k"] = _num(head, "alt_mem_k")
     out["acpi_rsdp_addr"] = _wide(head, "rsdp", "rsdp_hi")
@@ -127,6 +135,13 @@ def decode(records) -> dict | None:
         t = _num(f, "type")
         link.update(type=t, type_name=SETUP_TYPES.get(t, f"type {t:#x}"), len=_num(f, "len"))
         chain.append(link)
+        if t == 1 and (link["len"] % 20 or link["len"] // 20 > E820EXT_MAX):
+            problems.append(f"SETUP_E820_EXT link {len(chain) - 1} is {link['len']} bytes: not "
+                            f"a whole number of 20-byte entries, or more than {E820EXT_MAX}")
+    want_ext = sum(min(c.get("len", 0) // 20, E820EXT_MAX) for c in chain if c.get("type") == 1)
+    if want_ext != len(ext):
+        problems.append(f"{len(ext)} of the {want_ext} SETUP_E820_EXT entries arrived intact: "
+                        "the map is incomplete")
     addrs = [c["addr"] for c in chain]
     if len(set(addrs)) != len(addrs):
         problems.append("the setup_data chain visits one address twice: a loop")
