@@ -91,6 +91,19 @@ bootparams32:
 	BPF ext_lfb, 0x03A, 8
 	call line_end32
 
+	call line_begin32			# apm_bios_info (at 40h)
+	PUTS32 "state bpapm"
+	BPF version, 0x040, 4
+	BPF cseg, 0x042, 4
+	BPF offset, 0x044, 8
+	BPF cseg_16, 0x048, 4
+	BPF dseg, 0x04A, 4
+	BPF flags, 0x04C, 4
+	BPF cseg_len, 0x04E, 4
+	BPF cseg_16_len, 0x050, 4
+	BPF dseg_len, 0x052, 4
+	call line_end32
+
 	movzbl 0x1E8(%ebx), %ebp		# e820_table (bounds in EBP: the
 	cmpl $BP_E820_MAX, %ebp			# printers use ECX)
 	jbe 2f

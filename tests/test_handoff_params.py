@@ -27,7 +27,7 @@ def page_lines(e820=RAM_MAP, *, count=None, edd=(("80", 0x8000),), setup=((0x990
                more=False, cmdline=b"", hi=0, overwritten=False, mode=3, cols=80,
                alt_mem_k=None):
     count = len(e820) if count is None else count
-    head = f"state bootparams addr=00098000 hi={hi:08X}"
+    head = f"state bootparams door=02 addr=00098000 hi={hi:08X}"
     if hi:
         return [kt(head)]
     if overwritten:
@@ -40,7 +40,9 @@ def page_lines(e820=RAM_MAP, *, count=None, edd=(("80", 0x8000),), setup=((0x990
               f"setup={first:08X} version=020C secure_boot=00"),
            kt(f"state bpscreen mode={mode:02X} cols={cols:02X} lines=19 isvga=01 points=0010 "
               "page=0000 x=00 y=03 lfb=00000000 lfb_size=00000000 width=0000 height=0000 "
-              "depth=0000 linelength=0000 ext_lfb=00000000")]
+              "depth=0000 linelength=0000 ext_lfb=00000000"),
+           kt("state bpapm version=0102 cseg=F000 offset=0000A000 cseg_16=F000 dseg=0040 "
+              "flags=0003 cseg_len=FFF0 cseg_16_len=FFF0 dseg_len=FFFF")]
     for i, (base, length, t) in enumerate(e820[:128]):
         out.append(kt(f"state bpe820 n={i:02X} base_hi={base >> 32:08X} base={base & 0xFFFFFFFF:08X} "
                       f"len_hi={length >> 32:08X} len={length & 0xFFFFFFFF:08X} type={t:08X}"))
@@ -104,6 +106,8 @@ def test_page_is_decoded_like_the_top_level_e820():
     assert hp["edd"][0]["device"] == "80" and hp["edd"][0]["sectors"] == 0x8000
     assert hp["edd_mbr_sig_buffer"] == ["1234ABCD"]
     assert hp["screen_info"]["orig_video_mode"] == 3
+    assert hp["door"] == "64-bit"
+    assert hp["apm_bios_info"]["version"] == 0x0102 and hp["apm_bios_info"]["dseg"] == 0x40
 
 
 def test_no_page_no_section():

@@ -17,8 +17,8 @@ from . import decoders as dec
 from .before_after import _merged
 
 E820_MAX, EDD_MAX, MBR_MAX, SETUP_MAX = 128, 6, 16, 16
-GROUPS = ("bootparams", "bpscreen", "bpe820", "bpe820ext", "bpmbr", "bpedd", "bpsetup",
-          "bpcmdline")
+GROUPS = ("bootparams", "bpscreen", "bpapm", "bpe820", "bpe820ext", "bpmbr", "bpedd",
+          "bpsetup", "bpcmdline")
 E820EXT_MAX = 1024  # SETUP_E820_EXT entries the payload prints of one link
 # setup_data types (arch/x86/include/uapi/asm/bootparam.h)
 SETUP_TYPES = {1: "E820_EXT", 2: "DTB", 3: "PCI", 4: "EFI", 5: "APPLE_PROPERTIES",
@@ -103,6 +103,10 @@ def decode(records) -> dict | None:
         ("lfb_size", "lfb_size"), ("lfb_width", "width"), ("lfb_height", "height"),
         ("lfb_depth", "depth"), ("lfb_linelength", "linelength"),
         ("ext_lfb_base", "ext_lfb"))} if scr else None
+    apm = by["bpapm"][0] if by["bpapm"] else None
+    out["apm_bios_info"] = {k: _num(apm, k) for k in (
+        "version", "cseg", "offset", "cseg_16", "dseg", "flags", "cseg_len", "cseg_16_len",
+        "dseg_len")} if apm else None
     out["eddbuf_entries"] = ne = _num(head, "edd")
     if ne > EDD_MAX:
         problems.append(f"eddbuf_entries is {ne}, past the table's {EDD_MAX}: the first "
@@ -149,6 +153,11 @@ def decode(records) -> dict | None:
     out["cmdline_ptr"] = _wide(head, "cmdline", "cmdline_hi")
     out["cmdline"] = _cmdline(by["bpcmdline"], problems)
     return out
+
+
+def _apm_version(v: int) -> str:
+    """apm_bios_info.version (BCD-like major.minor in a word) as the decoder writes it."""
+    return f"{v >> 8}.{v & 0xFF}" if v else "none"
 
 
 def _cmdline(lines: list[dict], problems: list[str]) -> str | None:
@@ -287,6 +296,13 @@ def fields(page: dict, e820: list[dict], steps) -> list[dict]:
                                  "columns (int 10h AH=0Fh)" if mode else None,
                      "same": None if not mode else (scr["orig_video_mode"], scr[
                          "orig_video_cols"]) == (mode.get("mode"), mode.get("columns"))})
+    apm, bios_apm = page.get("apm_bios_info"), answer("apm-check")
+    if apm is not None:
+        rows.append({"field": "APM", "kernel": _apm_version(apm["version"]),
+                     "firmware": f"{bios_apm['version']} (int 15h AX=5300h)" if bios_apm
+                     else None,
+                     "same": None if not bios_apm else
+                     _apm_version(apm["version"]) == bios_apm.get("version")})
     rows.append({"field": "acpi_rsdp_addr", "kernel": f"{page['acpi_rsdp_addr']:#x}",
                  "firmware": None, "same": None})
     rows.append({"field": "setup_data", "kernel": ", ".join(
@@ -345,6 +361,16 @@ def compare(page: dict, e820: list[dict], steps) -> list[dict]:
                                mode.get("columns"))):
             if fv is not None and kv != fv:
                 add(field, kv, fv, "wrong", "not the mode int 10h AH=0Fh reports")
+    apm, bios_apm = page.get("apm_bios_info"), answer("apm-check")
+    if apm is not None and bios_apm and bios_apm.get("version") and \
+            _apm_version(apm["version"]) != bios_apm["version"]:
+        if not apm["version"]:
+            add("apm_bios_info.version", 0, bios_apm["version"], "expected",
+                "the loader hands over no APM information: a kernel's real-mode setup asks "
+                "the BIOS for it, and a 64-bit kernel uses no APM")
+        else:
+            add("apm_bios_info.version", _apm_version(apm["version"]), bios_apm["version"],
+                "wrong", "not the version int 15h AX=5300h reports")
     if page.get("door") == "real-mode":  # what the page leaves empty, setup collects
         for d in diffs:
             if d["kernel"] in (0, None, "0 entries"):
