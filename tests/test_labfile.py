@@ -53,7 +53,9 @@ def test_examples_load():
     shapes = {(m.qemu.machine, m.qemu.memory) for m in lab.machines}
     assert {"pc", "q35"} == {s[0] for s in shapes}
     assert any(mem > 3584 for _, mem in shapes) and any(mem >= 5120 for _, mem in shapes)
-    assert {m.load.get("via") for m in lab.machines} >= {"syscall", "kexec-tools"}
+    assert {m.load.get("via") for m in lab.machines} >= {"syscall", "kexec-tools", "file",
+                                                       "kexec-tools-bzimage", "real-mode",
+                                                       "direct"}
     assert 2 <= len(lab.select("fast")) <= 3
     assert all(m.kind == "virtual" for m in lab.machines)
     hw = load_lab(ROOT / "labs/example-hardware.toml")

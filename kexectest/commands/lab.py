@@ -68,8 +68,12 @@ def _from_lab_file(path: Path, name: str) -> tuple[dict, dict, float | None, lis
               help="A guest kernel module to load before `kexectest load` (repeatable), with "
                    "its dependencies from the kernel package and what a working disk needs "
                    "after it (sd_mod behind ahci, usb-storage behind xhci_pci).")
-@click.option("--loader", type=click.Choice(["syscall", "kexec-tools", "direct"]), default=None,
-              help="kexec_load syscall or kexec-tools from the lab's Linux, or direct: the "
+@click.option("--loader", type=click.Choice(["syscall", "kexec-tools", "file",
+                                              "kexec-tools-bzimage", "real-mode", "direct"]),
+              default=None,
+              help="kexec_load syscall, kexec-tools (elf-x86), kexec_file_load (the payload as "
+                   "a bzImage), kexec-tools' bzImage loader, its real-mode entry (--real-mode) "
+                   "from the lab's Linux, or direct: the "
                    "firmware boots the payload without Linux (SeaBIOS by -kernel, the Bochs "
                    "BIOS from the payload's disk image) [default: syscall].")
 @click.option("--firmware", type=click.Choice(["seabios", "bochs"]), default=None,

@@ -43,7 +43,7 @@ _SECRET_KEYS = {"password", "passwd", "secret", "token"}
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # matched whole (fullmatch)
 TRIGGER_KINDS = ("console", "ssh", "manual")
-LOADERS = ("syscall", "kexec-tools", "direct")
+LOADERS = ("syscall", "kexec-tools", "file", "kexec-tools-bzimage", "real-mode", "direct")
 
 
 @dataclass
