@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Exit, KexectestError
+from ..lab.runner import AGENTS, LOADERS
 from ..lab.shape import Shape
 from ..payload.options import LAB_KEYS
 
@@ -29,7 +30,8 @@ _POWER = {"on": str, "off": str, "cycle": str, "timeout": (int, float)}
 # disk_bus is part of the machine's shape (lab/diskbus.py); drivers are guest kernel modules
 # loaded at every run, after the login (lab/drivers.py)
 _QEMU = {"machine": str, "memory": int, "smp": int, "disks": int, "accel": str, "disk_bus": str,
-         "drivers": list, "firmware": str}
+         "drivers": list, "firmware": str, "agent": str}
+_NOT_SHAPE = ("drivers", "agent")  # qemu keys of a run, not of the machine's shape
 _MODULE_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # matched whole
 _LABGRID = {"coordinator": str, "place": str, "tags": dict}
 _TABLES = {"serial": _SERIAL, "trigger": _TRIGGER, "load": _LOAD, "power": _POWER,
@@ -43,7 +45,6 @@ _SECRET_KEYS = {"password", "passwd", "secret", "token"}
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # matched whole (fullmatch)
 TRIGGER_KINDS = ("console", "ssh", "manual")
-LOADERS = ("syscall", "kexec-tools", "file", "kexec-tools-bzimage", "real-mode", "direct")
 
 
 @dataclass
@@ -100,6 +101,7 @@ class Machine:
     retries: int = 0
     qemu: Shape | None = None
     drivers: list[str] = field(default_factory=list)  # qemu.drivers
+    agent: str = "auto"  # qemu.agent: how the payload gets into the guest (lab run --agent)
     labgrid: LabgridPlace | None = None
     where: str = ""  # "file:line" of its [[machine]] header, for messages
     baseline: bool = False  # virtual: POST first, then the kexec run (lab run --baseline)
@@ -273,9 +275,10 @@ def _build(raw: dict, where: str) -> Machine:
         power=Power(**{k: (float(v) if k == "timeout" else v) for k, v in raw.get("power", {}).items()}),
         timeout=float(raw.get("timeout", 60.0)),
         retries=int(raw.get("retries", 0)),
-        qemu=(Shape(**{k: v for k, v in raw["qemu"].items() if k != "drivers"})
+        qemu=(Shape(**{k: v for k, v in raw["qemu"].items() if k not in _NOT_SHAPE})
               if "qemu" in raw else None),
         drivers=list(raw.get("qemu", {}).get("drivers", [])),
+        agent=raw.get("qemu", {}).get("agent", "auto"),
         labgrid=LabgridPlace(**raw["labgrid"]) if "labgrid" in raw else None,
         where=where,
         baseline=bool(raw.get("baseline", False)),
@@ -303,6 +306,8 @@ def _validate(m: Machine, loc: _Locator, idx: int) -> None:
         for d in m.drivers:
             if not isinstance(d, str) or not _MODULE_NAME_RE.fullmatch(d):
                 raise bad("drivers", f"qemu.drivers must be kernel module names, not {d!r}")
+        if m.agent not in AGENTS:
+            raise bad("agent", f"qemu.agent must be one of {', '.join(AGENTS)}, not {m.agent!r}")
         if m.drivers and m.load.get("via") == "direct":
             raise bad("drivers", "qemu.drivers are loaded by the lab's Linux, and load.via = "
                                  "\"direct\" boots the payload without it")
