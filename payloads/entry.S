@@ -118,6 +118,7 @@ common32:
 	cmpl $0x3931544B, 0x4F0			# 'KT19': we chained to int 19h and
 	je int19_again				# the firmware booted us once more
 	call banner32
+	call bootparams32			# the hand-off page, if a loader gave one
 	call apic_fix32
 	# Descend: real-mode IVT descriptor first, then 16-bit protected mode
 	# with 64 KiB segments, then clear CR0.PE and reload CS.

@@ -61,13 +61,17 @@ entry16_pm:
 	jmp common32
 
 # Banner field " via=...": disk or cd (this entry, with " drive=XX", the BIOS
-# drive), multiboot (the 32-bit entry with EAX = 2BADB002h: QEMU -kernel or a
+# drive), setup (this entry from the bzImage's real-mode code, bzimage.S),
+# bzimage (its 32- or 64-bit entry), multiboot (the 32-bit entry with EAX = 2BADB002h: QEMU -kernel or a
 # boot loader), kexec (the 32-bit entry otherwise -- kexec-tools' purgatory
 # leaves EAX = 0 -- and the 64-bit entry).  Keeps registers.
 banner_via32:
 	pushal
 	cmpb $16, entry_mode
 	je 2f
+	movl $via_bzimage, %esi
+	cmpb $0, bz_door
+	jne 1f
 	movl $via_kexec, %esi
 	cmpb $32, entry_mode
 	jne 1f
@@ -83,7 +87,14 @@ banner_via32:
 	jb 3f
 	movl $via_cd, %esi
 	je 3f
-	movl $via_loader, %esi			# another loader keeping the contract
+	movl $via_setup, %esi			# the bzImage's real-mode entry: no drive
+	cmpb $2, boot_medium
+	jne 4f
+	PUTS32 " via="
+	call puts32
+	popal
+	ret
+4:	movl $via_loader, %esi			# another loader keeping the contract
 3:	PUTS32 " via="
 	call puts32
 	PUTS32 " drive="
@@ -99,6 +110,8 @@ via_multiboot:	.asciz "multiboot"
 via_disk:	.asciz "disk"
 via_cd:		.asciz "cd"
 via_loader:	.asciz "loader"
+via_setup:	.asciz "setup"
+via_bzimage:	.asciz "bzimage"
 	.subsection 3
 boot_drive:	.byte 0
 boot_medium:	.byte 0

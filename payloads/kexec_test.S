@@ -44,6 +44,7 @@ kt_multiboot:
 	.include "macros.S"
 	.include "entry.S"
 	.include "entry16.S"
+	.include "bootparams.S"
 	.include "io.S"
 	.include "builtins.S"
 	.include "pci.S"
@@ -51,3 +52,4 @@ kt_multiboot:
 	.include "tsc.S"
 	.include "steps.S"
 	.include "data.S"
+	.include "bzimage.S"

@@ -14,10 +14,10 @@
 # PUTS32 "text": the same for the 32-bit protected-mode prologue.
 .macro PUTS32 str
 	.subsection 1
-.Lputs32\@:	.asciz "\str"
+.Lputs32_\@:	.asciz "\str"
 	.subsection 0
 	pushl %esi
-	movl $.Lputs32\@, %esi
+	movl $.Lputs32_\@, %esi
 	call puts32
 	popl %esi
 .endm

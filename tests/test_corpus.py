@@ -55,7 +55,24 @@ def stable(d: dict) -> dict:
                          if s["device"]],
         "causes": [{k: c[k] for k in ("step", "drive", "status", "device", "sentence", "missing")}
                    for c in d["causes"]],
+        "handoff_params": _handoff_params(d["handoff_params"]),
     }
+
+
+def _handoff_params(hp: dict | None) -> dict | None:
+    """The hand-off page in lines: its door, map, setup_data, what it breaks, and every
+    difference with its class."""
+    if hp is None:
+        return None
+    return {"door": hp.get("door"), "address": hp["address"], "readable": hp["readable"],
+            "problems": hp["problems"], "loader": hp.get("loader"),
+            "e820": [f"{e['base']:016X} {e['length']:016X} type {e['type']}"
+                     for e in hp.get("e820", [])],
+            "setup_data": [f"{c['addr']:#x} {c.get('type_name')}" for c in hp.get("setup_data", [])],
+            "fields": [f"{r['field']}: {r['kernel']} | {r['firmware']} | {r['same']}"
+                       for r in hp.get("fields", [])],
+            "differences": [f"{x['class']}: {x['field']}: {x['kernel']} | {x['firmware']} | "
+                            f"{x['why']}" for x in hp.get("differences", [])]}
 
 
 def _devices(dev: dict) -> dict:

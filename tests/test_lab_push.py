@@ -20,7 +20,9 @@ from kexectest.lab import guest_python, warmstate
 from kexectest.lab import image as li
 from kexectest.lab import qemu as lq
 from kexectest.lab.runner import run_virtual
+from kexectest.analysis.before_after import e820_type
 from kexectest.target import pack
+from kexectest.target.snapshot import parse_snapshot
 
 pytestmark = pytest.mark.qemu
 
@@ -130,3 +132,68 @@ def test_both_agents_agree_in_one_guest(tmp_path, built_payload, lab_image, mach
         [ln for ln in py_snap if not ln.startswith("KTSNAP e820-source ")]
     assert py_dry == sh_dry and len(py_dry) == 1
     assert py_dry[0].startswith("dry run: would load 1 segment(s), entry 0x")
+
+
+@pytest.mark.parametrize("machine", ["pc", "q35"])
+def test_load_via_kexec_file_load(tmp_path, built_payload, lab_image, machine):
+    """The door distributions take: the pushed agent makes the bzImage from the patched ELF,
+    the lab kernel's own kexec_file_load loads it, its purgatory enters the 64-bit entry."""
+    result, env, console = _run(tmp_path, built_payload, lab_image, machine, loader="file")
+    assert result.verdict in ("completed", "failed-steps"), result.analysis.one_line()
+    assert env["target_agent"] == "pushed" and env["lab"]["agent"] == "python"
+    assert re.search(r"loaded a \d+-byte bzImage, entry 0x[0-9a-f]+ after its copy, via file",
+                     console)
+    assert re.search(r"KTLOAD exec entry=0x[0-9a-f]+ via=file", console)
+    assert "kexec_core: Starting new kernel" in console and "KT done steps=" in console
+    report = result.analysis.to_dict()
+    assert report["payload"]["entry"] == "64" and report["payload"]["via"] == "bzimage"
+    # the page the kernel filled, against the guest's own /sys/firmware/memmap (the "before"
+    # snapshot) and the BIOS's E820 after kexec
+    hp = report["handoff_params"]
+    assert hp["readable"] and not hp["problems"], hp["problems"]
+    assert hp["type_of_loader"] >> 4 == 0xD and hp["address"] == report["state"]["regs"]["esi"]
+    snap = parse_snapshot(console.splitlines())
+    memmap = [(m["start"], m["end"], e820_type(m["type"])) for m in snap["memmap"]]
+    page = [(e["base"], e["base"] + e["length"] - 1, e["type"]) for e in hp["e820"]]
+    firmware = [(e["base"], e["base"] + e["length"] - 1, e["type"]) for e in report["e820"]]
+    assert sorted(memmap) == sorted(firmware)  # what Linux saw at boot is what the BIOS says
+    kernel_only = set(page) - set(memmap)
+    e820_diffs = [x for x in hp["differences"] if x["field"] == "e820"]
+    assert bool(kernel_only or set(memmap) - set(page)) == bool(e820_diffs), e820_diffs
+    assert all(x["class"] in ("expected", "wrong") for x in hp["differences"])
+    assert any(c["type_name"] == "RNG_SEED" for c in hp["setup_data"])  # the kernel's own seed
+    assert hp["cmdline"] in ("", None)  # an empty command line unless given
+    rows = {r["field"]: r for r in hp["fields"]}
+    assert rows["e820"]["same"] is (not e820_diffs) and rows["edd drive 80"]["same"] is True
+    summary = (result.bundle_dir / "summary.md").read_text()
+    assert "### Hand-off vs firmware" in summary and "| e820 |" in summary
+
+
+@pytest.mark.parametrize("machine", ["pc", "q35"])
+@pytest.mark.parametrize("loader,entry,via,door", [
+    ("kexec-tools-bzimage", "32", "bzimage", "32-bit"),
+    ("real-mode", "16", "setup", "real-mode"),
+])
+def test_kexec_tools_bzimage_doors(tmp_path, built_payload, lab_image, machine, loader, entry,
+                                   via, door):
+    """kexec-tools' own bzImage loader (its purgatory, its boot_params page from
+    /sys/firmware/memmap), entering the 32-bit door or, with --real-mode, the setup code."""
+    result, env, console = _run(tmp_path, built_payload, lab_image, machine, loader=loader)
+    assert result.verdict in ("completed", "failed-steps"), result.analysis.one_line()
+    assert env["lab"]["loader"] == loader and env["target_agent"] == "pushed"
+    assert re.search(r"KTLOAD exec entry=0x[0-9a-f]+ via=kexec-tools-bzimage", console)
+    assert ("(real mode)" in console) is (loader == "real-mode")
+    report = result.analysis.to_dict()
+    assert report["payload"]["entry"] == entry and report["payload"]["via"] == via
+    hp = report["handoff_params"]
+    assert hp["door"] == door and hp["readable"] and not hp["problems"], hp
+    assert hp["type_of_loader"] >> 4 == 0xD
+    snap = parse_snapshot(console.splitlines())
+    memmap = {(m["start"], m["end"], e820_type(m["type"])) for m in snap["memmap"]}
+    page = {(e["base"], e["base"] + e["length"] - 1, e["type"]) for e in hp["e820"]}
+    if door == "real-mode":  # kexec-tools leaves the page to the setup code
+        assert not page and all(x["class"] == "expected" for x in hp["differences"])
+    else:  # its map comes from /sys/firmware/memmap: every range it changed is listed
+        changed = (page - memmap) | (memmap - page)
+        e820_diffs = [x for x in hp["differences"] if x["field"] == "e820"]
+        assert bool(changed) == bool(e820_diffs), (sorted(changed), e820_diffs)

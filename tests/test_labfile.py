@@ -53,7 +53,9 @@ def test_examples_load():
     shapes = {(m.qemu.machine, m.qemu.memory) for m in lab.machines}
     assert {"pc", "q35"} == {s[0] for s in shapes}
     assert any(mem > 3584 for _, mem in shapes) and any(mem >= 5120 for _, mem in shapes)
-    assert {m.load.get("via") for m in lab.machines} >= {"syscall", "kexec-tools"}
+    assert {m.load.get("via") for m in lab.machines} >= {"syscall", "kexec-tools", "file",
+                                                       "kexec-tools-bzimage", "real-mode",
+                                                       "direct"}
     assert 2 <= len(lab.select("fast")) <= 3
     assert all(m.kind == "virtual" for m in lab.machines)
     hw = load_lab(ROOT / "labs/example-hardware.toml")
@@ -195,3 +197,18 @@ def test_docs_list_the_table():
     block = doc.split("<!-- payload options: begin -->\n", 1)[1]
     block = block.split("<!-- payload options: end -->", 1)[0]
     assert block == markdown(), "replace the block in docs/lab-files.md with:\n" + markdown()
+
+
+def test_agent_is_a_run_key_not_a_shape_key(tmp_path):
+    """`qemu.agent` says how the payload gets into the guest (lab run --agent); it never
+    changes the machine's shape, and the interference matrix gives every machine the same."""
+    lab = load_lab(ROOT / "labs/interference.toml")
+    assert {m.agent for m in lab.machines} == {"9p"}
+    assert load_lab(ROOT / "labs/virtual.toml").machine("pc-256").agent == "auto"
+    one = '[[machine]]\nname = "v"\nqemu = {{ machine = "pc", {kv} }}\n'
+    p = tmp_path / "a.toml"
+    p.write_text(one.format(kv='agent = "shell"'))
+    m = load_lab(p).machine("v")
+    assert m.agent == "shell" and not hasattr(m.qemu, "agent")
+    msg = config_error(tmp_path, one.format(kv='agent = "ftp"'))
+    assert "qemu.agent must be one of auto, python, shell, 9p, not 'ftp'" in msg

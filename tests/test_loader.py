@@ -238,3 +238,67 @@ def test_exec_on_a_terminal_needs_yes(elf):
     child.close()
     assert child.exitstatus == Exit.USAGE
     assert "add --yes" in child.before and "KTSNAP" not in child.before
+
+
+# --- kexec_file_load (--via file) --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kw, text", [
+    (dict(lockdown="integrity"), "kexec_file_load takes only a bzImage signed"),
+    (dict(sig_enforce=True), "CONFIG_KEXEC_SIG_FORCE=y"),
+    (dict(kexec_file=False), "without CONFIG_KEXEC_FILE"),
+])
+def test_preflight_file_refusals_one_line_each(kw, text, monkeypatch):
+    monkeypatch.setattr(loader, "kernel_machine", lambda: "x86_64")
+    errs = errors(loader.preflight(facts(**kw), None, "file"))
+    assert len(errs) == 1 and text in errs[0] and "\n" not in errs[0]
+    assert errors(loader.preflight(facts(), None, "file")) == []
+
+
+def test_preflight_file_needs_x86_64(monkeypatch):
+    monkeypatch.setattr(loader, "kernel_machine", lambda: "i686")
+    errs = errors(loader.preflight(facts(), None, "file"))
+    assert len(errs) == 1 and "needs an x86_64 kernel" in errs[0] and "i686" in errs[0]
+
+
+def test_file_errnos_explained():
+    import errno
+
+    assert "CONFIG_KEXEC_FILE" in loader.explain_file_errno(errno.ENOSYS)
+    assert "lockdown=integrity" in loader.explain_file_errno(errno.EPERM,
+                                                              facts(lockdown="integrity"))
+    assert "signature" in loader.explain_file_errno(errno.EKEYREJECTED)
+    assert "header" in loader.explain_file_errno(errno.ENOEXEC)
+
+
+def test_kernel_config_read_where_the_kernel_shows_it(tmp_path, monkeypatch):
+    import gzip
+
+    cfg = tmp_path / "config.gz"
+    cfg.write_bytes(gzip.compress(b"# c\nCONFIG_KEXEC_FILE=y\n# CONFIG_KEXEC_SIG_FORCE is not set\n"))
+    monkeypatch.setattr(loader, "KERNEL_CONFIGS", (str(tmp_path / "none"), str(cfg)))
+    got = loader.kernel_config()
+    assert got == {"CONFIG_KEXEC_FILE": "y"}
+    monkeypatch.setattr(loader, "KERNEL_CONFIGS", (str(tmp_path / "none"),))
+    assert loader.kernel_config() == {}
+
+
+def test_load_via_file_dry_run_refuses_cmdline_without_file(elf):
+    proc = subprocess.run([sys.executable, "-m", "kexectest", "load", str(elf), "--via",
+                           "syscall", "--cmdline", "x", "--dry-run", "--no-snapshot"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "go with a bzImage: --via file" in proc.stderr
+
+
+def test_real_mode_goes_with_the_kexec_tools_bzimage_loader(elf):
+    proc = subprocess.run([sys.executable, "-m", "kexectest", "load", str(elf), "--via",
+                           "file", "--real-mode", "--dry-run", "--no-snapshot"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--via kexec-tools-bzimage" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_kexec_tools_bzimage_needs_kexec_tools(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    errs = errors(loader.preflight(facts(), None, "kexec-tools-bzimage"))
+    assert len(errs) == 1 and "kexec-tools not installed" in errs[0]

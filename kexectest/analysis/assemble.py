@@ -16,6 +16,7 @@ from ..trace import Line, Record
 from .catalog import STEP_IDS
 from .damage import damaged_kind, quote, step_ref
 from .limits import DATA_CHUNK, malformed
+from .handoff_params import GROUPS as BOOTPARAMS_GROUPS
 from .livestate import LiveState
 from .model import Damage
 
@@ -64,6 +65,8 @@ class Assembly:
     open_call: tuple[StepTrace, Call] | None = None  # begun, not ended, when the trace stops
     last_kind: str | None = None  # kind of the last intact step record
     damage: Damage = field(default_factory=Damage)
+    # the hand-off page's lines (state bootparams, bp*: analysis/handoff_params.py), in order
+    bootparams: list[Record] = field(default_factory=list)
 
     @property
     def started(self) -> bool:
@@ -278,6 +281,8 @@ def assemble(lines: list[Line], names=None) -> Assembly:
         asm.first_kt = i if asm.first_kt is None else asm.first_kt
         if rec.kind == "banner":
             asm.banner = asm.banner or rec
+        elif rec.kind == "state" and rec.name in BOOTPARAMS_GROUPS:
+            asm.bootparams.append(rec)
         elif rec.kind == "state":
             _state(asm.state, rec)
         elif rec.kind == "done":

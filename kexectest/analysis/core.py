@@ -15,6 +15,7 @@ from .before_after import before_after
 from .devices import DEVICES_KEYS, diagnose
 from .findings import state_findings
 from .handoff import handoff_info, kernel_end, trouble_by_phase
+from .handoff_params import handoff_params
 from .limits import step_count
 from .location import where_reset, where_stopped
 from .model import Analysis, StepStatus
@@ -59,6 +60,7 @@ def _analyze(lines, stop_reason, silence_s, payload, stats) -> Analysis:
     snap = parse_snapshot(ln.text for ln in lines[:kend + 1])
     _devices(a, [lines[i] for i in asm.payload_lines], snap)
     _surroundings(a, snap)
+    a.handoff_params = handoff_params(asm.bootparams, a.e820, a.steps)
     return a
 
 

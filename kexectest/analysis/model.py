@@ -214,6 +214,9 @@ class Analysis(_View):
     damage: Damage = field(default_factory=Damage)
     timing: dict = field(default_factory=dict)
     handoff: dict = field(default_factory=dict)
+    # the boot_params page the payload was handed (its bzImage doors), decoded and set against
+    # the BIOS's answers (analysis/handoff_params.py); None when it was entered without one
+    handoff_params: dict | None = None
     hints: list[str] = field(default_factory=list)
     stop_reason: str = StopReason.REPLAY.value
     # the capture's lines, for context quotes; not part of report.json

@@ -108,6 +108,12 @@ class Plan:
         return f"sh -c '{script}' kt {shlex.quote(d)}"
 
 
+# the loaders only the Python agent has (the shell agent loads the ELF through kexec-tools);
+# "real-mode" is kexec-tools-bzimage with --real-mode
+REAL_MODE = "real-mode"
+PYTHON_VIAS = ("syscall", "file", "kexec-tools-bzimage", REAL_MODE)
+
+
 def plan_push(tools: TargetTools, payload: Path, options: dict, *, via: str | None,
               agent: str = "auto") -> tuple[Plan, list]:
     """The agent this target can run, its files, and the extra load arguments: the Python agent
@@ -128,11 +134,11 @@ def plan_push(tools: TargetTools, payload: Path, options: dict, *, via: str | No
                 "nothing there can load the payload" if not tools.python else
                 "the target has no kexec-tools ('kexec' not found), which the shell agent "
                 "needs", Exit.MISSING_TOOL)
-        if via == "syscall":
+        if via in PYTHON_VIAS:
             if tools.python:
                 raise KexectestError("the shell agent loads through kexec-tools only: --via "
                                      "kexec-tools, or the Python agent", Exit.USAGE)
-            raise KexectestError("the target has no Python 3.6 or later for --via syscall; "
+            raise KexectestError(f"the target has no Python 3.6 or later for --via {via}; "
                                  "its kexec-tools can load the payload (--via kexec-tools)",
                                  Exit.MISSING_TOOL)
         from ..target.shell import shell_agent_source
@@ -144,7 +150,10 @@ def plan_push(tools: TargetTools, payload: Path, options: dict, *, via: str | No
     # reported as the command's failure, as with an installed kexectest)
     files = [PushFile(pack.AGENT_NAME, pack.agent_source().encode()),
              PushFile(pack.PAYLOAD_NAME, payload.read_bytes())]
-    return Plan("python", files, via or "syscall"), config_argv(config_kwargs(options))
+    extra = config_argv(config_kwargs(options))
+    if via == REAL_MODE:  # the lab's name for kexec-tools' bzImage loader entering setup
+        return Plan("python", files, "kexec-tools-bzimage"), ["--real-mode", *extra]
+    return Plan("python", files, via or "syscall"), extra
 
 
 def largest_files(payload: Path) -> list:

@@ -81,8 +81,12 @@ def _from_lab_file(path: Path, name: str) -> tuple[dict, dict, float | None, lis
               help="Boot the lab image of this Debian kernel (as `lab build --kernel-suite`; "
                    "built on first use) [default: the lab file's kernel_suite, else the "
                    "host apt's kernel].")
-@click.option("--loader", type=click.Choice(["syscall", "kexec-tools", "direct"]), default=None,
-              help="kexec_load syscall or kexec-tools from the lab's Linux, or direct: the "
+@click.option("--loader", type=click.Choice(["syscall", "kexec-tools", "file",
+                                              "kexec-tools-bzimage", "real-mode", "direct"]),
+              default=None,
+              help="kexec_load syscall, kexec-tools (elf-x86), kexec_file_load (the payload as "
+                   "a bzImage), kexec-tools' bzImage loader, its real-mode entry (--real-mode) "
+                   "from the lab's Linux, or direct: the "
                    "firmware boots the payload without Linux (SeaBIOS by -kernel, the Bochs "
                    "BIOS from the payload's disk image) [default: syscall].")
 @click.option("--firmware", type=click.Choice(["seabios", "bochs"]), default=None,

@@ -10,13 +10,15 @@ from pathlib import Path
 import click
 
 from .. import payload as pl
-from ..target.load import SWITCHES, VIA_HELP, VIAS, confirm_exec, print_snapshot, run_load
+from ..target.load import SWITCHES, VALUES, VIA_HELP, VIAS, confirm_exec, print_snapshot, run_load
 from .payload import config_options
 
 
 def _switches(func):
     for flag, param, text in reversed(SWITCHES):
         func = click.option(flag, param, is_flag=True, help=text)(func)
+    for flag, param, text in reversed(VALUES):
+        func = click.option(flag, param, default=None, help=text)(func)
     return func
 
 
@@ -26,7 +28,8 @@ def _switches(func):
               show_default=True, help=VIA_HELP)
 @config_options
 @_switches
-def load_cmd(payload, via, do_exec, yes, no_snapshot, snapshot_only, dry_run, **options):
+def load_cmd(payload, via, do_exec, yes, no_snapshot, snapshot_only, dry_run, real_mode,
+             cmdline, initrd, **options):
     """Load the payload for kexec on THIS machine (as root); with --exec, start it.
 
     --exec ends the running system: it always needs --yes."""
@@ -36,7 +39,7 @@ def load_cmd(payload, via, do_exec, yes, no_snapshot, snapshot_only, dry_run, **
     confirm_exec(do_exec, yes)
     src = Path(payload) if payload else pl.ensure_built()
     run_load(src, via=via, options=options, do_exec=do_exec, print_block=not no_snapshot,
-             dry_run=dry_run)
+             dry_run=dry_run, cmdline=cmdline, initrd=initrd, real_mode=real_mode)
 
 
 def register(group: click.Group) -> None:

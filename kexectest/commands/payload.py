@@ -10,7 +10,7 @@ import click
 
 from .. import payload as pl
 from ..errors import Exit, KexectestError
-from ..payload import bootimage
+from ..payload import bootimage, bzimage
 from ..payload.options import BY_NAME, OPTIONS, Option, config_kwargs, parse_number
 
 
@@ -27,6 +27,7 @@ class _IntParam(click.ParamType):
 
 
 INT = _IntParam()
+FORMATS = ("elf", "bzimage")
 
 # click's side of each kind of payload option (the options themselves: payload/options.py)
 _KIND_PARAMS = {
@@ -72,20 +73,35 @@ def config_options_without(*names):
                    "disk (a raw disk for a USB stick, dd or a lab disk) or iso (El Torito, for "
                    "a BMC's virtual media or a CD).  The payload options below configure the "
                    "payload inside it.")
+@click.option("--format", "formats", type=click.Choice(FORMATS), multiple=True,
+              help="What to write: elf (build/kexec_test.elf, for kexec_load and kexec-tools' "
+                   "elf-x86), bzimage (build/kexec_test.bzImage, for kexec_file_load and "
+                   "Linux boot loaders), or both (the default).  With both, -o names the ELF "
+                   "and the bzImage goes beside it with the suffix .bzImage.")
 @config_options
-def build_cmd(out, image, **config):
+def build_cmd(out, image, formats, **config):
     """Assemble and link the real-mode test payload with binutils (and make a boot image)."""
     chosen = {k: v for k, v in config.items() if v not in (None, ())}
     if chosen and image is None:
         names = ", ".join(BY_NAME[k].cli for k in sorted(chosen))
         raise KexectestError(f"{names}: payload options configure a boot image: add --image "
                              "disk|iso (kexectest load takes them for a kexec)", Exit.USAGE)
-    path = pl.build(None if image else out)
+    formats = set(formats or FORMATS)
+    only_bz = formats == {"bzimage"} and image is None
+    path = pl.build(None if image or only_bz else out)
     img = pl.PayloadImage.open(path)
-    click.echo(f"{path}  {len(img.data)} bytes  build-id {img.build_id or '-'}")
+    if "elf" in formats or image:
+        click.echo(f"{path}  {len(img.data)} bytes  build-id {img.build_id or '-'}")
     for level, msg in img.checks():
         if level == "warning":
             click.echo(f"warning: {msg}", err=True)
+    if "bzimage" in formats and image is None:
+        bz_out = out if only_bz else (path.with_suffix(".bzImage") if out else None)
+        bz = pl.write_bzimage(path, bz_out)
+        data = bz.read_bytes()
+        head = bzimage.read_header(data)
+        click.echo(f"{bz}  {len(data)} bytes  bzImage, boot protocol {head['version'] >> 8}."
+                   f"{head['version'] & 0xFF:02d}, build-id {img.build_id or '-'}")
     if image is None:
         return
     import tempfile
@@ -159,7 +175,14 @@ def _render(img: pl.PayloadImage, console) -> None:
 @click.argument("payload", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (integers as numbers).")
 def inspect_cmd(payload, as_json):
-    """Show a payload ELF: entry points, load segments, config block, steps, build id, checks."""
+    """Show a payload ELF (entry points, load segments, config block, steps, build id, checks)
+    or a bzImage (its setup header, checked against the boot protocol's rules)."""
+    try:
+        head = payload.read_bytes()[:0x400] if payload.is_file() else b""
+    except OSError:
+        head = b""
+    if bzimage.is_bzimage(head):
+        return _inspect_bzimage(payload, as_json)
     img = pl.PayloadImage.open(payload)
     if as_json:
         click.echo(json.dumps(img.to_dict(), indent=2))
@@ -170,6 +193,48 @@ def inspect_cmd(payload, as_json):
     errors = [m for lvl, m in img.checks() if lvl == "error"]
     if errors:  # a payload that would not survive the hand-off: say so in the exit status too
         raise KexectestError(f"{payload}: {errors[0]}", Exit.PAYLOAD_LIMITS)
+
+
+def _inspect_bzimage(path: Path, as_json: bool) -> None:
+    from ..fsutil import os_error
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise os_error(path, exc, "read") from None
+    head = bzimage.read_header(data)
+    checks = bzimage.header_checks(data)
+    if as_json:
+        doc = {"path": str(path), "format": "bzimage", "size": len(data),
+               "header": {k: (v.decode("ascii", "replace") if isinstance(v, bytes) else v)
+                          for k, v in head.items()},
+               "xloadflags": bzimage.xloadflag_names(head["xloadflags"]),
+               "checks": [{"level": lvl, "message": msg} for lvl, msg in checks]}
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console()
+        setup, pm = bzimage.parts(data)
+        console.print(f"[bold]{path}[/]  bzImage, {len(data)} bytes: setup {len(setup)}, "
+                      f"protected-mode part {len(pm)}")
+        table = Table(title="setup header")
+        for col in ("offset", "field", "value"):
+            table.add_column(col, justify="right" if col == "offset" else "left")
+        for name, offset, _fmt in bzimage.FIELDS:
+            value = head[name]
+            shown = value.decode("ascii", "replace") if isinstance(value, bytes) else _hex(value)
+            if name == "xloadflags":
+                shown += " " + " ".join(bzimage.xloadflag_names(value))
+            table.add_row(f"{offset:#05x}", name, shown)
+        console.print(table)
+        style = {"ok": "green", "warning": "yellow", "error": "bold red"}
+        for level, msg in checks:
+            console.print(f"[{style[level]}]{level:7}[/] {msg}")
+    errors = [m for lvl, m in checks if lvl == "error"]
+    if errors:
+        raise KexectestError(f"{path}: {errors[0]}", Exit.PAYLOAD_LIMITS)
 
 
 def register(group: click.Group) -> None:

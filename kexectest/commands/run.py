@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from ..capture.push import REAL_MODE
 from ..capture.session import RunOptions, run_session
 from ..errors import VERDICT_EXIT
 from ..payload.options import CONFIG_OPTION_NAMES
@@ -60,9 +61,9 @@ EPILOG = (
               show_default=True,
               help="With --push: the Python agent where Python 3.6+ is (auto), or the shell "
                    "agent (kexec-tools).")
-@click.option("--via", type=click.Choice(list(VIAS)), default=None,
-              help="With --push: the agent's loader [default: syscall where Python is, else "
-                   "kexec-tools].")
+@click.option("--via", type=click.Choice([*VIAS, REAL_MODE]), default=None,
+              help="With --push: the agent's loader (real-mode: kexec-tools-bzimage with its "
+                   "real-mode entry) [default: syscall where Python is, else kexec-tools].")
 @click.option("--timeout", type=click.FloatRange(0.1), default=60.0, show_default=True,
               help="Seconds of silence after hand-off that mean a hang.")
 @click.option("--max-time", type=click.FloatRange(0.1), default=None,

@@ -1,8 +1,8 @@
 """What a sweep's configurations prove against each other: the interference findings.
 
 A BIOS concern that fails on one machine and answers on a machine of the same shape (QEMU
-machine, memory, CPUs, disks and their bus, firmware, loader, the guest's kernel) that loaded only some of its guest
-drivers is a measured fact: leaving the other drivers out made that BIOS service work there.
+machine, memory, CPUs, disks and their bus, firmware, loader, the guest's kernel) that loaded
+only some of its guest drivers is a measured fact: leaving the other drivers out made that BIOS service work there.
 Only such pairs are findings -- two runs of the same sweep, each a real kexec -- never a table
 of likely causes.  The shape and drivers come from each bundle's environment.json.
 """

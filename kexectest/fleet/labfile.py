@@ -19,6 +19,7 @@ from typing import Any
 from ..errors import Exit, KexectestError
 from ..lab.kernelsuite import SUITES
 from ..lab.kernelsuite import is_package as is_kernel_package
+from ..lab.runner import AGENTS, LOADERS
 from ..lab.shape import Shape
 from ..payload.options import LAB_KEYS
 
@@ -32,8 +33,8 @@ _POWER = {"on": str, "off": str, "cycle": str, "timeout": (int, float)}
 # loaded at every run, after the login (lab/drivers.py); kernel_suite picks the lab image's
 # Debian kernel (lab/kernelsuite.py)
 _QEMU = {"machine": str, "memory": int, "smp": int, "disks": int, "accel": str, "disk_bus": str,
-         "drivers": list, "firmware": str, "kernel_suite": str}
-_NOT_SHAPE = ("drivers", "kernel_suite")
+         "drivers": list, "firmware": str, "agent": str, "kernel_suite": str}
+_NOT_SHAPE = ("drivers", "agent", "kernel_suite")  # qemu keys of a run, not of its shape
 _MODULE_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # matched whole
 _LABGRID = {"coordinator": str, "place": str, "tags": dict}
 _TABLES = {"serial": _SERIAL, "trigger": _TRIGGER, "load": _LOAD, "power": _POWER,
@@ -47,7 +48,6 @@ _SECRET_KEYS = {"password", "passwd", "secret", "token"}
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # matched whole (fullmatch)
 TRIGGER_KINDS = ("console", "ssh", "manual")
-LOADERS = ("syscall", "kexec-tools", "direct")
 
 
 @dataclass
@@ -105,6 +105,7 @@ class Machine:
     qemu: Shape | None = None
     drivers: list[str] = field(default_factory=list)  # qemu.drivers
     kernel_suite: str | None = None  # qemu.kernel_suite (None: the lab's default kernel)
+    agent: str = "auto"  # qemu.agent: how the payload gets into the guest (lab run --agent)
     labgrid: LabgridPlace | None = None
     where: str = ""  # "file:line" of its [[machine]] header, for messages
     baseline: bool = False  # virtual: POST first, then the kexec run (lab run --baseline)
@@ -282,6 +283,7 @@ def _build(raw: dict, where: str) -> Machine:
               if "qemu" in raw else None),
         drivers=list(raw.get("qemu", {}).get("drivers", [])),
         kernel_suite=raw.get("qemu", {}).get("kernel_suite"),
+        agent=raw.get("qemu", {}).get("agent", "auto"),
         labgrid=LabgridPlace(**raw["labgrid"]) if "labgrid" in raw else None,
         where=where,
         baseline=bool(raw.get("baseline", False)),
@@ -314,6 +316,8 @@ def _validate(m: Machine, loc: _Locator, idx: int) -> None:
             raise bad("kernel_suite", f"qemu.kernel_suite must be one of {', '.join(SUITES)} "
                                       f"or a linux-image-*-amd64 package, not "
                                       f"{m.kernel_suite!r}")
+        if m.agent not in AGENTS:
+            raise bad("agent", f"qemu.agent must be one of {', '.join(AGENTS)}, not {m.agent!r}")
         if m.drivers and m.load.get("via") == "direct":
             raise bad("drivers", "qemu.drivers are loaded by the lab's Linux, and load.via = "
                                  "\"direct\" boots the payload without it")

@@ -148,6 +148,7 @@ def _call_virtual(m: Machine, out: Path, console, command_line: list[str], log=N
               "smp": m.qemu.smp, "disks": m.qemu.disks, "accel": m.qemu.accel,
               "machine": m.qemu.machine, "disk_bus": m.qemu.disk_bus, "drivers": m.drivers,
               "kernel_suite": m.kernel_suite,
+              "agent": m.agent,
               "firmware": m.qemu.firmware, "baseline": m.baseline,
               "quiet": True, "command_line": command_line, "log": log}
     wanted.update({k: v for k, v in m.load.items() if k != "via"})

@@ -111,7 +111,8 @@ def machine_entry(out_dir: Path, rec: dict) -> dict:
 
 def _lab_of(out_dir: Path, bundle: str | None) -> dict | None:
     """A lab run's shape, loader, requested guest drivers and kernel release (environment.json
-    `lab`), which the interference findings pair machines by; None for hardware or without the file."""
+    `lab`), which the interference findings pair machines by; None for hardware or without the
+    file."""
     if not bundle:
         return None
     try:

@@ -37,7 +37,7 @@ from .linuxcd import linux_cd
 from .qemu import Qemu
 from .shape import Shape
 
-LOADERS = ("syscall", "kexec-tools", "direct")
+LOADERS = ("syscall", "kexec-tools", "file", "kexec-tools-bzimage", "real-mode", "direct")
 # how the payload gets into the guest: pushed (the agent the loader needs: "auto"; or the Python
 # or shell agent by name), or the host's kexectest over 9p
 AGENTS = ("auto", "python", "shell", "9p")
@@ -48,7 +48,9 @@ CONFIG_KEYS = CONFIG_OPTION_NAMES  # the payload options (payload/options.py), a
 
 def guest_command(payload: Path, loader: str, config: dict, args: list[str] = ()) -> str:
     """The shell line typed on the guest's console: what a user types on real hardware."""
-    argv = ["kexectest", "load", str(payload), "--via", loader, "--exec", "--yes"]
+    via, door = (("kexec-tools-bzimage", ["--real-mode"]) if loader == "real-mode"
+                 else (loader, []))
+    argv = ["kexectest", "load", str(payload), "--via", via, *door, "--exec", "--yes"]
     argv += config_argv(config) + list(args)
     return shlex.join(argv)
 
@@ -118,7 +120,7 @@ def resolve_agent(agent: str, loader: str, drivers, firm: fw.Firmware) -> str:
                                         (f"Linux from a CD under {firm.name}",
                                          not firm.kernel_boot)) if yes]
     if agent == "auto":
-        return "9p" if needs_share else "python" if loader == "syscall" else "shell"
+        return "9p" if needs_share else "shell" if loader in ("kexec-tools", "direct") else "python"
     if needs_share and agent in ("python", "shell") and loader != "direct":
         raise KexectestError(f"lab: {' and '.join(needs_share)} come over the host share: "
                              "--agent 9p (or auto)", Exit.CONFIG)
@@ -181,7 +183,7 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
                              "boots the payload without it", Exit.CONFIG)
     firm = fw.get(shape.firmware)
     agent = resolve_agent(agent, loader, drivers, firm)
-    if agent == "shell" and loader == "syscall":
+    if agent == "shell" and loader not in ("kexec-tools", "direct"):
         raise KexectestError("lab: the shell agent loads through kexec-tools only: "
                              "--loader kexec-tools, or --agent python", Exit.CONFIG)
     if loader != "direct" and shape.machine not in firm.linux_machines:
@@ -218,7 +220,8 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
         if cfg_direct.get("debug_exit") is None:
             cfg_direct["debug_exit"] = True
         elf_run = pl.patch(elf, out_dir / "payload-direct.elf", **cfg_direct)
-        img = (image or lab_image.build_image(log=log, suite=kernel_suite)) if shape.disks or post else None
+        img = ((image or lab_image.build_image(log=log, suite=kernel_suite))
+               if shape.disks or post else None)
         if post or not firm.kernel_boot:  # the firmware boots the payload's disk image
             boot_image = bootimage.write_image(elf_run, "disk", out_dir / "payload-direct.img")
             q = Qemu(disks=[boot_image, *_lab_disks(img, shape)], boot="c",

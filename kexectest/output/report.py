@@ -198,6 +198,7 @@ def render_summary_md(analysis: Analysis, environment: dict | None = None,
             out += [f"- {x}" for x in ba["differences"]]
         else:
             out.append("- no differences (E820 map, base memory, drives)")
+    out += _handoff_params_section(d)
     out += baseline_section(baseline)
     if maps:
         out += ["", f"Memory maps as a picture: [memory-map.svg](memory-map.svg) ({', '.join(maps)}"
@@ -228,6 +229,32 @@ def render_summary_md(analysis: Analysis, environment: dict | None = None,
     if command:
         out += ["", "Command:", "", "```", command, "```"]
     return "\n".join(out) + "\n"
+
+
+def _handoff_params_section(d: dict) -> list[str]:
+    """What the loader's boot_params page told the payload against what the BIOS answered."""
+    hp = d.get("handoff_params")
+    if not hp:
+        return []
+    where = f"boot_params page at {hp['address']:#x}"
+    if hp.get("loader"):
+        where += f", filled by {hp['loader']} (protocol {hp.get('protocol')})"
+    out = ["", "### Hand-off vs firmware", "", f"The {where}, field by field against the "
+           "BIOS's answers in this run:", ""]
+    out += [f"- problem: {p}" for p in hp.get("problems") or []]
+    if hp.get("fields"):
+        out += ["", "| field | the page (kernel) | the BIOS | |", "|---|---|---|---|"]
+        for r in hp["fields"]:
+            mark = {True: "same", False: "**differs**", None: ""}[r["same"]]
+            out.append(f"| {r['field']} | {r['kernel']} | {r['firmware'] or '-'} | {mark} |")
+    diffs = hp.get("differences") or []
+    if diffs:
+        out += ["", f"Differences ({len(diffs)}):", ""]
+        out += [f"- {x['class']}: {x['field']}: the page {x['kernel']}, the BIOS "
+                f"{x['firmware']} -- {x['why']}" for x in diffs]
+    elif hp.get("readable"):
+        out += ["", "No differences."]
+    return out
 
 
 def _cause_head(c: dict) -> str:

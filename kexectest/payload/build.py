@@ -1,4 +1,5 @@
-"""Building the payload with binutils (as, ld): payloads/*.S -> build/kexec_test.elf.
+"""Building the payload with binutils (as, ld): payloads/*.S -> build/kexec_test.elf, and the
+same payload as a bzImage (build/kexec_test.bzImage, payload/bzimage.py).
 
 The assembly is the one source of truth; the host only assembles, links and checks it.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from ..errors import Exit, KexectestError
 from ..fsutil import copy_atomic, os_error
+from . import bzimage
 from .image import PayloadImage
 
 SOURCE_NAME = "kexec_test.S"
@@ -29,6 +31,23 @@ def payload_dir() -> Path:
 
 def default_elf() -> Path:
     return REPO / "build" / "kexec_test.elf"
+
+
+def default_bzimage() -> Path:
+    return REPO / "build" / "kexec_test.bzImage"
+
+
+def write_bzimage(elf: Path | str, out: Path | str | None = None) -> Path:
+    """The payload ELF (configuration block as it is) as a bzImage file (payload/bzimage.py)."""
+    from ..fsutil import write_atomic
+
+    out = Path(out) if out else default_bzimage()
+    try:
+        data = bzimage.make(PayloadImage.open(elf))
+    except bzimage.BzImageError as exc:
+        raise KexectestError(f"{elf}: {exc}", Exit.BAD_INPUT) from None
+    write_atomic(out, data)
+    return out
 
 
 def _tool(name: str) -> str:

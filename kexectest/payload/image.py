@@ -21,7 +21,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from ..errors import Exit, KexectestError
-from . import layout
+from . import bzimage, layout
 from .config import CONFIG_MAGIC, CONFIG_SIZE, Config
 from .layout import (  # noqa: F401  (the payload package's names for them)
     KT_BASE_DEFAULT,
@@ -149,6 +149,9 @@ class PayloadImage:
                                     if "kt_version" in self.symbols else None)
         self.steps: list[Step] = self._read_steps()
         self.step_meta: bool = self._read_step_meta(elf)
+        self._sections: dict[str, bytes] = {
+            sec.name: sec.data() for sec in elf.iter_sections()
+            if sec.name in (bzimage.SETUP_SECTION, bzimage.PM_SECTION)}
 
 
     @classmethod
@@ -176,6 +179,10 @@ class PayloadImage:
             if s.vaddr <= vaddr and vaddr + size <= s.vaddr + s.filesz:
                 return s.offset + (vaddr - s.vaddr)
         raise _bad(self.path, f"address {vaddr:#x} is not in the file image of any load segment")
+
+    def section(self, name: str) -> bytes | None:
+        """A section's bytes by name (None when absent): the bzImage's parts (bzimage.py)."""
+        return self._sections.get(name)
 
     def read(self, vaddr: int, size: int) -> bytes:
         """Bytes at a link address as loaded (.bss reads as zeros)."""

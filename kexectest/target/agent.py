@@ -16,7 +16,7 @@ import sys
 from .. import __version__
 from ..errors import Exit, KexectestError
 from ..payload.options import OPTIONS, parse_number
-from .load import NO_SPACE_ERRNOS, SWITCHES, VIA_HELP, VIAS, confirm_exec, print_snapshot, run_load
+from .load import NO_SPACE_ERRNOS, SWITCHES, VALUES, VIA_HELP, VIAS, confirm_exec, print_snapshot, run_load
 
 PROG = "kexectest-agent.py"
 
@@ -73,6 +73,8 @@ def build_parser(default_payload=None) -> argparse.ArgumentParser:
                               **_KIND_ARGS[o.kind])
     for flag, param, text in SWITCHES:
         load.add_argument(flag, dest=param, action="store_true", help=text)
+    for flag, param, text in VALUES:
+        load.add_argument(flag, dest=param, default=None, help=text)
     return parser
 
 
@@ -85,7 +87,8 @@ def _run(args) -> None:
         raise KexectestError("no payload: give the payload ELF (kexec_test.elf)", Exit.USAGE)
     options = {o.name: getattr(args, o.name) for o in OPTIONS}
     run_load(args.payload, via=args.via, options=options, do_exec=args.do_exec,
-             print_block=not args.no_snapshot, dry_run=args.dry_run)
+             print_block=not args.no_snapshot, dry_run=args.dry_run, real_mode=args.real_mode,
+             **{param: getattr(args, param) for _flag, param, _text in VALUES})
 
 
 def _where(exc: BaseException) -> str:

@@ -91,6 +91,7 @@ class PayloadFile:
         names = self._section_bytes(sections[shstrndx]) if shstrndx < len(sections) else b""
         self.section_names = [_cstr(names, sh[0]) if sh[0] < len(names) else ""
                               for sh in sections]
+        self._sections = dict(zip(self.section_names, sections))
         self.symbols = {}
         self.build_id = None
         for sh in sections:
@@ -111,6 +112,11 @@ class PayloadFile:
         self.entry64 = self.symbols.get("kt_entry64")
         self.steps = self._read_step_ids()
         self.step_meta = layout.STEP_META_SECTION in self.section_names
+
+    def section(self, name: str):
+        """A section's bytes by name (None when absent): the bzImage's parts (payload/bzimage.py)."""
+        sh = self._sections.get(name)
+        return None if sh is None else self._section_bytes(sh)
 
     def _section_bytes(self, sh) -> bytes:
         offset, size = sh[4], sh[5]

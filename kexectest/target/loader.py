@@ -1,7 +1,9 @@
 """Loading the payload into the running kernel for kexec, on the machine under test (as root).
 
-Two paths: the raw `kexec_load` syscall through ctypes (no purgatory: the payload is entered
-in the kernel's own mode, 64-bit on x86_64), and kexec-tools' `kexec -l --type=elf-x86`.
+Three paths: the raw `kexec_load` syscall through ctypes (no purgatory: the payload is entered
+in the kernel's own mode, 64-bit on x86_64), the `kexec_file_load` syscall with the payload as
+a bzImage (the kernel's purgatory enters its 64-bit entry with a boot_params page), and
+kexec-tools' `kexec -l --type=elf-x86`.
 Preflight explains every refusal in one line before the kernel's bare errno would.
 Facts behind the numbers: /work/shared/notes/kexec-abi.md.
 
@@ -11,6 +13,7 @@ Standard library only and Python 3.6 syntax: the target agent carries this modul
 
 import ctypes
 import errno as errno_mod
+import gzip
 import os
 import shutil
 import subprocess
@@ -27,7 +30,15 @@ LINUX_REBOOT_MAGIC2 = 672274793
 LINUX_REBOOT_CMD_KEXEC = 0x45584543
 KEXEC_SEGMENT_MAX = 16
 # Syscall numbers by the process's own ABI (a 32-bit Python on a 64-bit kernel uses i386's).
-SYSCALLS = {"x86_64": {"kexec_load": 246, "reboot": 169}, "i386": {"kexec_load": 283, "reboot": 88}}
+SYSCALLS = {"x86_64": {"kexec_load": 246, "reboot": 169, "kexec_file_load": 320},
+            "i386": {"kexec_load": 283, "reboot": 88}}
+KEXEC_FILE_NO_INITRAMFS = 0x04
+# The kernel configuration, where the kernel shows it (not every kernel does: then unknown).
+KERNEL_CONFIGS = ("/proc/config.gz", "/boot/config-{release}", "/lib/modules/{release}/config")
+# errnos a failed signature check gives (kexec_file_load with enforcement: kimage_validate_signature)
+SIGNATURE_ERRNOS = tuple(getattr(errno_mod, n) for n in ("EKEYREJECTED", "ENOKEY", "EBADMSG",
+                                                          "ENODATA", "ENOPKG")
+                         if hasattr(errno_mod, n))
 I386_MACHINES = ("i386", "i486", "i586", "i686")
 
 
@@ -113,22 +124,55 @@ MESSAGES = {
     "load_limit_spent": "kexec_load_limit_reboot is 0: no more kexec loads allowed",
     "efi": "booted through UEFI: unless the firmware has a CSM, the payload will find no BIOS "
            "to call",
+    "lockdown_file": "kernel lockdown is '{lockdown}' (often from UEFI Secure Boot): "
+                     "kexec_file_load takes only a bzImage signed by a key the kernel trusts, "
+                     "and the payload's is unsigned",
+    "sig_enforce": "kexec_file_load signature enforcement is on (CONFIG_KEXEC_SIG_FORCE=y): "
+                   "it takes only a signed bzImage, and the payload's is unsigned (--via "
+                   "syscall loads it)",
+    "no_kexec_file": "this kernel is built without CONFIG_KEXEC_FILE: it has no "
+                     "kexec_file_load (--via syscall loads the payload)",
+    "file_not_x86_64": "kexec_file_load of a bzImage needs an x86_64 kernel and a 64-bit "
+                       "process, this is {machine} ({bits}-bit)",
     "no_kexec_tools": "kexec-tools not installed ('kexec' not found: apt-get install "
                       "kexec-tools)",
 }
 
 
 class HostFacts(namedtuple("HostFacts", "euid cap_sys_boot load_disabled lockdown "
-                                         "kexec_in_kernel load_limit_spent efi memmap")):
+                                         "kexec_in_kernel load_limit_spent efi memmap "
+                                         "kexec_file sig_enforce")):
     """What decides whether the kernel will take a kexec image; read once, passed around, so the
     message logic is testable without the files.
 
     euid; cap_sys_boot; load_disabled (None: unknown); lockdown (none / integrity /
     confidentiality, None if unknown); kexec_in_kernel (/sys/kernel/kexec_loaded present, None:
     no /sys); load_limit_spent; efi; memmap (/sys/firmware/memmap entries: start, end
-    inclusive, type)."""
+    inclusive, type); kexec_file (CONFIG_KEXEC_FILE) and sig_enforce (CONFIG_KEXEC_SIG_FORCE)
+    from the kernel configuration, None where the kernel does not show it."""
 
     __slots__ = ()
+
+
+HostFacts.__new__.__defaults__ = (None, None)  # kexec_file, sig_enforce: unknown
+
+
+def kernel_config() -> dict:
+    """CONFIG_* = value of the running kernel, from the first place that has it ({} if none)."""
+    release = os.uname().release
+    for where in KERNEL_CONFIGS:
+        path = where.format(release=release)
+        try:
+            raw = gzip.open(path).read() if path.endswith(".gz") else Path(path).read_bytes()
+        except (OSError, EOFError):
+            continue
+        out = {}
+        for line in raw.decode("utf-8", "replace").splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.startswith("CONFIG_"):
+                out[key] = value
+        return out
+    return {}
 
 
 def _read(path: str):
@@ -152,11 +196,14 @@ def read_facts() -> HostFacts:
     kexec_in_kernel = Path("/sys/kernel/kexec_loaded").exists() if Path("/sys/kernel").exists() \
         else None
     from .snapshot import read_memmap
+    config = kernel_config()
     return HostFacts(
         euid=os.geteuid(), cap_sys_boot=cap,
         load_disabled=None if disabled is None else disabled == "1",
         lockdown=current, kexec_in_kernel=kexec_in_kernel, load_limit_spent=spent,
-        efi=Path("/sys/firmware/efi").exists(), memmap=read_memmap())
+        efi=Path("/sys/firmware/efi").exists(), memmap=read_memmap(),
+        kexec_file=config.get("CONFIG_KEXEC_FILE") == "y" if config else None,
+        sig_enforce=config.get("CONFIG_KEXEC_SIG_FORCE") == "y" if config else None)
 
 
 def check_ranges(segs, memmap) -> list:
@@ -193,7 +240,17 @@ def preflight(facts: HostFacts, segs, via: str) -> list:
     if facts.load_disabled:
         out.append(("error", MESSAGES["load_disabled"]))
     if facts.lockdown in ("integrity", "confidentiality"):
-        out.append(("error", MESSAGES["lockdown"].format(lockdown=facts.lockdown)))
+        key = "lockdown_file" if via == "file" else "lockdown"
+        out.append(("error", MESSAGES[key].format(lockdown=facts.lockdown)))
+    if via == "file":
+        bits = 8 * ctypes.sizeof(ctypes.c_void_p)
+        if kernel_machine() != "x86_64" or bits != 64:
+            out.append(("error", MESSAGES["file_not_x86_64"].format(machine=kernel_machine(),
+                                                                    bits=bits)))
+        if facts.kexec_file is False:
+            out.append(("error", MESSAGES["no_kexec_file"]))
+        if facts.sig_enforce:
+            out.append(("error", MESSAGES["sig_enforce"]))
     if facts.load_limit_spent:
         out.append(("error", MESSAGES["load_limit_spent"]))
     if facts.efi:
@@ -202,7 +259,7 @@ def preflight(facts: HostFacts, segs, via: str) -> list:
         if len(segs) > KEXEC_SEGMENT_MAX:
             out.append(("error", f"{len(segs)} segments; kexec_load takes at most 16"))
         out += check_ranges(segs, facts.memmap)
-    if via == "kexec-tools" and shutil.which("kexec") is None:
+    if via in ("kexec-tools", "kexec-tools-bzimage") and shutil.which("kexec") is None:
         out.append(("error", MESSAGES["no_kexec_tools"] + ", or use --via syscall"))
     return out
 
@@ -238,6 +295,41 @@ def explain_errno(err: int, facts=None) -> str:
         errno_mod.EFAULT: "kexec_load: bad segment buffer address (EFAULT)",
         errno_mod.EACCES: "kexec_load: refused by a security module (EACCES)",
     }.get(err, f"kexec_load failed: {os.strerror(err)} (errno {err})")
+
+
+def explain_file_errno(err: int, facts=None) -> str:
+    """What a kexec_file_load errno means here."""
+    if err == errno_mod.EPERM:
+        why = []
+        if facts is not None:
+            if not facts.cap_sys_boot:
+                why.append("no CAP_SYS_BOOT (not root?)")
+            if facts.load_disabled:
+                why.append("kexec_load_disabled is 1")
+            if facts.lockdown in ("integrity", "confidentiality"):
+                why.append(f"lockdown={facts.lockdown} wants a signed image")
+        return ("kexec_file_load: operation not permitted (" + ("; ".join(why) or
+                "no CAP_SYS_BOOT, kexec_load_disabled, or lockdown refusing an unsigned image")
+                + ")")
+    if err in SIGNATURE_ERRNOS:
+        return (f"kexec_file_load: the bzImage's signature check failed and is enforced "
+                f"({errno_mod.errorcode.get(err, err)}: the payload's bzImage is unsigned; "
+                "--via syscall loads it)")
+    return {
+        errno_mod.ENOSYS: "kexec_file_load: this kernel has none (built without "
+                          "CONFIG_KEXEC_FILE, or blocked by seccomp; --via syscall loads the "
+                          "payload)",
+        errno_mod.ENOEXEC: "kexec_file_load: no loader of this kernel took the file (ENOEXEC: "
+                           "the bzImage header was refused; the kernel log names the field)",
+        errno_mod.EINVAL: "kexec_file_load: the kernel rejected the call (EINVAL: a command "
+                          "line longer than the header's cmdline_size allows, or bad flags)",
+        errno_mod.EBUSY: "kexec_file_load: another kexec load or unload is in progress (EBUSY); "
+                         "try again",
+        errno_mod.ENOMEM: "kexec_file_load: out of memory, or no room for the image where the "
+                          "kernel looks (ENOMEM)",
+        errno_mod.EBADF: "kexec_file_load: bad file descriptor (EBADF)",
+        errno_mod.EACCES: "kexec_file_load: refused by a security module (EACCES)",
+    }.get(err, f"kexec_file_load failed: {os.strerror(err)} (errno {err})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,6 +370,26 @@ def kexec_load(entry: int, segs, facts=None) -> None:
         raise KexectestError(explain_errno(ctypes.get_errno(), facts), Exit.KEXEC_REFUSED)
 
 
+def kexec_file_load(kernel_fd: int, cmdline: bytes = b"", initrd_fd=None, facts=None) -> None:
+    """The file syscall: the bzImage by its descriptor, no initrd unless given
+    (KEXEC_FILE_NO_INITRAMFS), the command line with its NUL (an empty one is just the NUL:
+    the kernel writes the last byte of whatever length it is given)."""
+    nr = _syscall_numbers().get("kexec_file_load")
+    if nr is None:
+        raise KexectestError(MESSAGES["file_not_x86_64"].format(
+            machine=kernel_machine(), bits=8 * ctypes.sizeof(ctypes.c_void_p)),
+            Exit.KEXEC_REFUSED)
+    text = ctypes.create_string_buffer(cmdline + b"\0", len(cmdline) + 1)
+    flags = 0 if initrd_fd is not None else KEXEC_FILE_NO_INITRAMFS
+    libc = _libc()
+    ctypes.set_errno(0)
+    rc = libc.syscall(ctypes.c_long(nr), ctypes.c_int(kernel_fd),
+                      ctypes.c_int(-1 if initrd_fd is None else initrd_fd),
+                      ctypes.c_ulong(len(cmdline) + 1), text, ctypes.c_ulong(flags))
+    if rc != 0:
+        raise KexectestError(explain_file_errno(ctypes.get_errno(), facts), Exit.KEXEC_REFUSED)
+
+
 def unload(facts=None) -> None:
     kexec_load(0, [], facts)
 
@@ -300,11 +412,13 @@ def _run(argv) -> subprocess.CompletedProcess:
                           universal_newlines=True, errors="replace")
 
 
-def load_kexec_tools(elf) -> None:
+def load_kexec_tools(image, args=("--type=elf-x86",)) -> None:
+    """`kexec -l IMAGE` with its loader's arguments (the elf-x86 type, or the bzImage type
+    and its options)."""
     exe = shutil.which("kexec")
     if exe is None:
         raise KexectestError(MESSAGES["no_kexec_tools"], Exit.MISSING_TOOL)
-    proc = _run([exe, "-l", str(elf), "--type=elf-x86"])
+    proc = _run([exe, "-l", str(image), *args])
     if proc.returncode != 0:
         msg = next((ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()),
                    f"exit status {proc.returncode}")

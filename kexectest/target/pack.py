@@ -31,6 +31,7 @@ AGENT_MODULES = (
     ("kexectest.payload.options", "payload/options.py"),
     ("kexectest.payload.layout", "payload/layout.py"),
     ("kexectest.payload.patch", "payload/patch.py"),
+    ("kexectest.payload.bzimage", "payload/bzimage.py"),
     ("kexectest.trace", None),
     ("kexectest.target", "target/__init__.py"),
     ("kexectest.target.snapshot", "target/snapshot.py"),
