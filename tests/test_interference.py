@@ -34,6 +34,25 @@ def test_every_disk_bus_is_in_the_matrix_without_and_with_a_driver():
     assert {(), ("ahci",)} <= shapes[("q35", "ahci")] and {(), ("ahci",)} <= shapes[("pc", "ahci")]
 
 
+
+def test_every_video_model_and_keyboard_is_in_the_matrix_without_and_with_its_driver():
+    from kexectest.lab import keyboard as kbd
+    from kexectest.lab import video as vid
+
+    lab = load_lab(LAB)
+    video = {}
+    for m in lab.machines:
+        if "video" in m.tags:
+            video.setdefault(m.qemu.video or vid.DEFAULT, set()).add(tuple(m.drivers))
+    assert set(video) == set(vid.VIDEOS), "every video model (lab/video.py)"
+    for name, sets in video.items():
+        assert vid.VIDEOS[name].driver is None or (vid.VIDEOS[name].driver,) in sets, name
+    assert () in video["none"] and () in video["cirrus"]
+    usb = {tuple(m.drivers) for m in lab.machines if m.qemu.keyboard == "usb"}
+    assert usb == {(), kbd.KEYBOARDS["usb"].drivers}
+    assert all("keyboard" in m.tags for m in lab.machines if m.qemu.keyboard == "usb")
+
+
 @pytest.mark.qemu
 def test_a_small_matrix_names_the_driver_and_what_makes_the_disk_work(tmp_path, lab_image):
     """q35's AHCI without and with ahci, swept for real (TCG, SeaBIOS, Debian's kernel, real

@@ -10,6 +10,8 @@ from rich.console import Console
 
 from ..errors import Exit, KexectestError
 from ..lab.diskbus import BUSES
+from ..lab.keyboard import KEYBOARDS
+from ..lab.video import VIDEOS
 from ..payload.options import CONFIG_OPTION_NAMES
 from .payload import config_options
 from .run import finish
@@ -56,7 +58,7 @@ def _from_lab_file(path: Path, name: str) -> tuple[dict, dict, float | None, lis
         raise KexectestError(f"{path}: machine {name!r} is not a virtual machine (no qemu table)",
                              Exit.CONFIG)
     shape = {k: getattr(m.qemu, k) for k in ("machine", "memory", "smp", "disks", "accel",
-                                             "disk_bus", "firmware")}
+                                             "disk_bus", "firmware", "video", "keyboard")}
     return shape, dict(m.load), m.timeout, list(m.drivers), m.baseline, m.kernel_suite
 
 
@@ -73,6 +75,12 @@ def _from_lab_file(path: Path, name: str) -> tuple[dict, dict, float | None, lis
 @click.option("--disk-bus", default=None, metavar="BUS",
               help=f"The bus the lab disks are on, booted by SeaBIOS as drives 80h..: "
                    f"{', '.join(BUSES)} [default: the machine's own, ide on pc, ahci on q35].")
+@click.option("--video", default=None, metavar="MODEL",
+              help=f"The video device (its VGA BIOS answers int 10h): {', '.join(VIDEOS)} "
+                   "[default: the machine's own, std].")
+@click.option("--keyboard", default=None, metavar="MODEL",
+              help=f"The keyboard int 16h reads: {', '.join(KEYBOARDS)} (usb: a USB keyboard on "
+                   "an xHCI controller) [default: ps2, the machine's own].")
 @click.option("--driver", "drivers", multiple=True, metavar="MODULE",
               help="A guest kernel module to load before `kexectest load` (repeatable), with "
                    "its dependencies from the kernel package and what a working disk needs "
@@ -120,7 +128,7 @@ def _from_lab_file(path: Path, name: str) -> tuple[dict, dict, float | None, lis
                    "(the first run of a shape saves one; a line on stderr says which was done).")
 @click.option("--quiet", is_flag=True, help="Only the verdict line and the bundle path.")
 @click.option("--json", "json_output", is_flag=True, help="Print report.json on stdout.")
-def run_cmd(machine, memory, smp, disks, accel, disk_bus, drivers, kernel_suite, loader,
+def run_cmd(machine, memory, smp, disks, accel, disk_bus, video, keyboard, drivers, kernel_suite, loader,
             firmware, baseline,
             payload, out_dir, timeout, max_time, config, agent, cold, quiet, json_output,
             **options):
@@ -141,7 +149,7 @@ def run_cmd(machine, memory, smp, disks, accel, disk_bus, drivers, kernel_suite,
          file_suite) = _from_lab_file(*config)
         shape.update({k: v for k, v in file_shape.items() if v is not None})
     given = {"machine": machine, "memory": memory, "smp": smp, "disks": disks, "accel": accel,
-             "disk_bus": disk_bus, "firmware": firmware}
+             "disk_bus": disk_bus, "firmware": firmware, "video": video, "keyboard": keyboard}
     shape.update({k: v for k, v in given.items() if v is not None})
     via = loader or load.pop("via", None) or "syscall"
     load.pop("via", None)

@@ -29,11 +29,12 @@ _TRIGGER = {"kind": str, "login": str, "password_env": str, "prompt": str, "comm
             "push": bool}
 _LOAD = {"via": str, "payload": str, "args": list, **LAB_KEYS}  # + every payload option
 _POWER = {"on": str, "off": str, "cycle": str, "timeout": (int, float)}
-# disk_bus is part of the machine's shape (lab/diskbus.py); drivers are guest kernel modules
-# loaded at every run, after the login (lab/drivers.py); kernel_suite picks the lab image's
-# Debian kernel (lab/kernelsuite.py)
+# disk_bus, video and keyboard are part of the machine's shape (lab/diskbus.py, lab/video.py,
+# lab/keyboard.py); drivers are guest kernel modules loaded at every run, after the login
+# (lab/drivers.py); kernel_suite picks the lab image's Debian kernel (lab/kernelsuite.py)
 _QEMU = {"machine": str, "memory": int, "smp": int, "disks": int, "accel": str, "disk_bus": str,
-         "drivers": list, "firmware": str, "agent": str, "kernel_suite": str}
+         "video": str, "keyboard": str, "drivers": list, "firmware": str, "agent": str,
+         "kernel_suite": str}
 _NOT_SHAPE = ("drivers", "agent", "kernel_suite")  # qemu keys of a run, not of its shape
 _MODULE_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # matched whole
 _LABGRID = {"coordinator": str, "place": str, "tags": dict}

@@ -147,6 +147,7 @@ def _call_virtual(m: Machine, out: Path, console, command_line: list[str], log=N
               "console": console, "memory": m.qemu.memory, "memory_mib": m.qemu.memory,
               "smp": m.qemu.smp, "disks": m.qemu.disks, "accel": m.qemu.accel,
               "machine": m.qemu.machine, "disk_bus": m.qemu.disk_bus, "drivers": m.drivers,
+              "video": m.qemu.video, "keyboard": m.qemu.keyboard,
               "kernel_suite": m.kernel_suite,
               "agent": m.agent,
               "firmware": m.qemu.firmware, "baseline": m.baseline,

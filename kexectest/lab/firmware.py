@@ -66,14 +66,17 @@ def max_drives(fw: Firmware, machine: str) -> int:
     return 2 if isa_ide(fw, machine) else 4
 
 
-def qemu_argv(fw: Firmware, machine: str) -> list[str]:
-    """-bios, -cpu and the VGA for this firmware on this machine type."""
+def qemu_argv(fw: Firmware, machine: str, video: list[str] | None = None) -> list[str]:
+    """-bios, -cpu and the VGA for this firmware on this machine type (`video`: a video
+    model's arguments in place of the firmware's own VGA: lab/video.py)."""
     a: list[str] = []
     if fw.bios is not None:
         a += ["-bios", str(fw.bios)]
     if not fw.local_apic:
         a += ["-cpu", "qemu64,-apic"]
-    if fw.vga_rom is not None:
+    if video is not None:
+        a += video
+    elif fw.vga_rom is not None:
         a += ["-device", "VGA,romfile=",
               "-device", f"loader,file={fw.vga_rom},addr=0xc0000,force-raw=on"]
     else:

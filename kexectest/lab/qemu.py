@@ -26,6 +26,8 @@ from pathlib import Path
 from ..errors import Exit, KexectestError
 from . import diskbus
 from . import firmware as fw
+from . import keyboard as kbd
+from . import video as vid
 from .qmp import Qmp, QmpError, qmp_socket_dir
 
 QEMU = "qemu-system-x86_64"
@@ -109,6 +111,8 @@ class Qemu:
     `qmp=True` adds a QMP monitor (`self.monitor`).
     `firmware` is seabios (QEMU's own) or bochs (lab/firmware.py: what the Bochs BIOS needs);
     `cdrom` a CD image after the disks, `boot` the firmware's boot order (c: disk, d: CD).
+    `video`, `keyboard`: the models of lab/video.py and lab/keyboard.py (None: the machine's
+    own -- the firmware's VGA, the PS/2 keyboard).
     """
 
     def __init__(self, *, machine: str = "pc", memory_mib: int = 256, smp: int = 1,
@@ -117,7 +121,8 @@ class Qemu:
                  debug_exit: bool = True, no_reboot: bool = True, share_host: bool = False,
                  extra: list[str] = (), qmp: bool = False, disk_bus: str | None = None,
                  firmware: str = "seabios", cdrom: Path | None = None, boot: str | None = None,
-                 out_dir: Path | None = None):
+                 out_dir: Path | None = None, video: str | None = None,
+                 keyboard: str | None = None):
         if machine not in ("pc", "q35"):
             raise KexectestError(f"qemu: unknown machine {machine!r} (pc, q35)", Exit.USAGE)
         if memory_mib < 16 or smp < 1:
@@ -130,6 +135,7 @@ class Qemu:
         self.debug_exit, self.share_host, self.extra = debug_exit, share_host, list(extra)
         self.no_reboot = no_reboot
         self.disk_bus = disk_bus
+        self.video, self.keyboard = video, keyboard
         self.qmp = qmp
         self.out_dir = Path(out_dir) if out_dir else None
         self.firmware = fw.get(firmware)
@@ -148,7 +154,7 @@ class Qemu:
                            accel=self.accel, kernel=kernel, initrd=initrd, append=append,
                            debug_exit=debug_exit, no_reboot=no_reboot, share_host=share_host,
                            extra=self.extra, disk_bus=disk_bus, firmware=firmware,
-                           cdrom=self.cdrom, boot=boot)
+                           cdrom=self.cdrom, boot=boot, video=video, keyboard=keyboard)
         self._monitor: Qmp | None = None
         self._qmp_dir: Path | None = None
         self.port: int | None = None
@@ -171,7 +177,8 @@ class Qemu:
         a = [binary, "-machine", self.machine, "-accel", self.accel,
              "-m", str(self.memory_mib), "-smp", str(self.smp),
              "-display", "none", "-monitor", "none", "-nodefaults",
-             *fw.qemu_argv(self.firmware, self.machine)]
+             *fw.qemu_argv(self.firmware, self.machine,
+                           None if vid.own_video(self.video) else vid.video_args(self.video))]
         if self.no_reboot:
             a.append("-no-reboot")
         if self.debug_exit:
@@ -184,6 +191,7 @@ class Qemu:
         else:  # the disks on their bus, a CD (if any) on the machine's own IDE
             a += diskbus.disk_args(self.machine, self.disk_bus, self.disks)
             a += fw.drive_argv(self.firmware, self.machine, [], self.cdrom)
+        a += kbd.keyboard_args(self.keyboard)
         if self.boot:
             a += ["-boot", self.boot]
         if self.kernel is not None:

@@ -138,7 +138,8 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
                 log=None, cold: bool = False, disk_bus: str | None = None,
                 drivers: list[str] | tuple = (), boot_image: Path | None = None,
                 post: bool = False, post_share: bool = True, agent: str = "auto",
-                kernel_suite: str | None = None, **config):
+                kernel_suite: str | None = None, video: str | None = None,
+                keyboard: str | None = None, **config):
     """Run the payload on one virtual machine and return the session's SessionResult.
 
     `machine`: "pc"/"q35", a dict or an object with machine/memory/smp/disks/accel/firmware;
@@ -157,6 +158,8 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
     `kexec-tools`, and is "9p" where the guest needs the host share (drivers, Linux from a CD).
     `kernel_suite`: the lab image of that Debian suite's kernel (bookworm, trixie, sid) or of
     that exact kernel package (lab/kernelsuite.py); None: the default image.
+    `video`, `keyboard`: the machine's video model and keyboard (lab/video.py,
+    lab/keyboard.py; default the machine's own: no video device, PS/2).
     """
     from ..capture.session import RunOptions, run_session
 
@@ -168,7 +171,8 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
                             command_line=command_line, quiet=quiet, json_output=json_output,
                             redact=redact, overall_timeout=overall_timeout, image=image,
                             log=log, disk_bus=disk_bus, drivers=drivers, agent=agent,
-                            kernel_suite=kernel_suite, **config)
+                            kernel_suite=kernel_suite, video=video, keyboard=keyboard,
+                            **config)
     if loader not in LOADERS:
         raise KexectestError(f"lab: loader must be one of {', '.join(LOADERS)}, not {loader!r}",
                              Exit.CONFIG)
@@ -176,7 +180,7 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
         raise KexectestError(f"lab: agent must be one of {', '.join(AGENTS)}, not {agent!r}",
                              Exit.CONFIG)
     shape = Shape.of(machine, memory=memory or memory_mib, smp=smp, disks=disks, accel=accel,
-                     disk_bus=disk_bus, firmware=firmware)
+                     disk_bus=disk_bus, firmware=firmware, video=video, keyboard=keyboard)
     drivers, plan = list(drivers or ()), None
     if drivers and loader == "direct":
         raise KexectestError("lab: drivers are loaded by the lab's Linux, and the direct loader "
@@ -207,7 +211,8 @@ def run_virtual(machine: Any = "pc", *, loader: str = "syscall", out_dir: Path |
     # the collector it was a reset (the time limit still bounds a reboot loop)
     common = dict(machine=shape.machine, memory_mib=shape.memory, smp=shape.smp,
                   accel=shape.accel, time_limit=time_limit, out_dir=out_dir, no_reboot=False,
-                  disk_bus=shape.disk_bus, firmware=shape.firmware)
+                  disk_bus=shape.disk_bus, firmware=shape.firmware, video=shape.video,
+                  keyboard=shape.keyboard)
     session = dict(timeout=timeout, overall_timeout=overall_timeout, out_dir=out_dir,
                    quiet=quiet, json_output=json_output, redact=redact,
                    command_line=command_line or [sys.argv[0], "lab", "run"])

@@ -1,5 +1,5 @@
 """The shape of a virtual machine (QEMU machine type, memory, CPUs, lab disks and the bus they
-are on, accelerator, firmware).
+are on, accelerator, firmware, video model, keyboard).
 
 One definition for lab files, `kexectest lab run` and sweeps, so a machine means the same
 wherever it is written down and is checked against the same bounds.
@@ -13,6 +13,8 @@ from typing import Any
 from ..errors import Exit, KexectestError
 from . import diskbus
 from . import firmware as fw
+from . import keyboard as kbd
+from . import video as vid
 from .image import MAX_DISKS  # the disks with known content the lab builds
 
 MACHINES = ("pc", "q35")
@@ -29,6 +31,8 @@ class Shape:
     accel: str = "auto"
     disk_bus: str | None = None  # lab/diskbus.py; None: the machine's own (if=ide)
     firmware: str = "seabios"
+    video: str | None = None  # lab/video.py; None: the machine's own (the firmware's VGA)
+    keyboard: str | None = None  # lab/keyboard.py; None: the machine's own (PS/2)
 
     def problems(self) -> list[tuple[str, str]]:
         """(key, message) for every value out of bounds; empty when the shape is usable."""
@@ -46,6 +50,10 @@ class Shape:
         bus = diskbus.problem(self.machine, self.disk_bus)
         if bus:
             out.append(("disk_bus", bus))
+        for key, why in (("video", vid.problem(self.video, self.firmware)),
+                         ("keyboard", kbd.problem(self.keyboard))):
+            if why:
+                out.append((key, why))
         f = fw.BY_NAME.get(self.firmware)
         if f is None:
             out.append(("firmware", f"firmware must be {' or '.join(fw.FIRMWARES)}, "

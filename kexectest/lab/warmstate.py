@@ -196,7 +196,9 @@ def state_key(inputs: dict) -> str:
 def _describe(q: Qemu) -> str:
     bus = f" on {q.disk_bus}" if q.disk_bus else ""
     return (f"{q.machine}, {q.memory_mib} MiB, {q.smp} CPU, {len(q.disks)} disk(s){bus}"
-            + (f", {q.firmware.name}" if q.firmware.name != "seabios" else ""))
+            + (f", {q.firmware.name}" if q.firmware.name != "seabios" else "")
+            + (f", video {q.video}" if q.video else "")
+            + (f", {q.keyboard} keyboard" if q.keyboard else ""))
 
 
 # ---------------------------------------------------------------- a saved state on disk
