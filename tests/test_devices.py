@@ -214,6 +214,14 @@ def test_video_is_the_vga_function():
     assert dv.Devices(two, None, []).video().device is None
 
 
+def test_a_virtio_gpu_with_vga_is_the_video_function():
+    """virtio-vga is named by its virtio id (a virtio GPU) and is VGA by its class code."""
+    scan = scan_lines(("00:00.0", 0x8086, 0x1237, 0x060000, 0x0103),
+                      ("00:02.0", 0x1AF4, 0x1050, 0x030000, 0x0103))
+    use = dv.Devices(scan, None, []).video()
+    assert use.device["bdf"] == "00:02.0" and use.device["class"] == "virtio GPU"
+
+
 def test_keyboard_ps2_or_usb_only_by_evidence():
     xhci_scan = Q35_SCAN + scan_lines(("00:00.0", 0x8086, 0x29C0, 0x060000, 0x0103),
                                       ("00:04.0", 0x1B36, 0x000D, 0x0C0330, 0x0402),

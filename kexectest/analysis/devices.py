@@ -421,7 +421,9 @@ class Devices:
 
     # -- int 10h
     def video(self) -> Use:
-        vgas = self._of_kind({"vga"})
+        # by class code: a virtio GPU with VGA (virtio-vga) is named by its virtio id
+        vgas = [r for r in self.table
+                if r["kind"] == "vga" or str(r.get("class_code") or "").startswith("0300")]
         if not vgas and not self.has_evidence:
             return Use(None, NO_PCI_EVIDENCE)
         if not vgas:
