@@ -101,7 +101,32 @@ def lab_run(tmp_path, built_payload, lab_image, drivers=(), **shape):
     return result, report, env
 
 
-def steps_of(report: dict, prefix: str) -> list[dict]:
-    out = [s for s in report["steps"] if s["id"].startswith(prefix)]
-    assert out, f"no {prefix} steps in the trace"
-    return out
+
+@pytest.mark.qemu
+def test_cirrus_vga_bios_answers_int_10h_after_kexec(tmp_path, built_payload, lab_image):
+    """A Cirrus GD5446 (its own VGA BIOS, vgabios-cirrus) with no Linux driver: every int 10h
+    step answers on it except the EDID read, which the Cirrus VGA BIOS does not give."""
+    result, report, env = lab_run(tmp_path, built_payload, lab_image, video="cirrus")
+    video = [s for s in report["steps"] if s["int"] == 0x10]
+    assert len(video) >= 10
+    assert all(s["device"]["vendor"] == "1013" for s in video), "Cirrus Logic's function"
+    bad = {s["id"]: s["status"] for s in video if s["status"] != "ok"}
+    assert bad == {"edid": "error"}, bad
+    assert next(s for s in video if s["id"] == "video-mode")["result"]["mode"] == 3
+    assert "cirrus-vga" in env["lab"]["qemu_argv"] and "-vga" not in env["lab"]["qemu_argv"]
+
+
+@pytest.mark.qemu
+def test_usb_keyboard_int_16h_answers_after_kexec(tmp_path, built_payload, lab_image):
+    """A USB keyboard on its own xHCI controller, no Linux driver for it: the int 16h steps
+    answer (no key pressed, so the read is skipped for having none)."""
+    result, report, env = lab_run(tmp_path, built_payload, lab_image, keyboard="usb")
+    kbd_steps = {s["id"]: s for s in report["steps"] if s["int"] == 0x16}
+    assert {"kbd-shift", "kbd-pending", "kbd-read"} <= set(kbd_steps)
+    assert all(s["status"] == "ok" for k, s in kbd_steps.items() if k != "kbd-read")
+    assert kbd_steps["kbd-pending"]["result"]["key_pending"] is False
+    assert kbd_steps["kbd-read"]["status"] == "skipped"
+    assert kbd_steps["kbd-read"]["result"]["reason"] == "nokey"
+    xhci = [r for r in report["devices"]["table"] if r["class"] == "xHCI USB controller"]
+    assert len(xhci) == 1 and xhci[0]["linux_driver"] is None
+    assert "usb-kbd,bus=ktkbdbus.0" in env["lab"]["qemu_argv"]
