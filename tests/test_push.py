@@ -111,12 +111,17 @@ def test_an_interrupted_push_is_resumed_and_never_run(target, tmp_path, built_pa
     assert err.value.code == Exit.SERIAL
     assert str(err.value).startswith("console lost during the push: ")
     assert not (first.push_dir() / pack.AGENT_NAME).exists()
-    assert list(first.push_dir().glob(f".{pack.AGENT_NAME}.*.b64"))
+    partial = list(first.push_dir().glob(f".{pack.AGENT_NAME}.*.b64"))
+    assert partial
+    # how many of the 20 chunks the target wrote before the cut depends on the machine's load;
+    # the next push must resume from exactly those (a chunk a line)
+    kept = sum(len(p.read_text().splitlines()) for p in partial)
+    assert kept >= 1
     first.stop()
     again = target()
     pusher, plan, _ = _push(again, tmp_path / "run2", built_payload)
     _on_target(again, plan)
-    assert pusher.stats.resumed_chunks >= 15
+    assert pusher.stats.resumed_chunks == kept
     assert not list(again.push_dir().glob(".*.b64"))
     # and a third push finds both files in place: nothing is sent again
     third = target()
