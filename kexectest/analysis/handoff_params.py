@@ -249,21 +249,30 @@ def _derived_matches(value: int, derived: int | None, cap: int) -> bool:
     return derived is not None and (value == derived or value == min(derived + 1, cap))
 
 
+class _Answers:
+    """What the BIOS answered this run, by step id: a step's result where it answered ok (else
+    None), and whether its E820 walk ended (ok or error), for fields() and compare() alike."""
+
+    def __init__(self, steps):
+        self.by_id = {s["id"]: s for s in steps}
+        self.e820_done = self.by_id.get("e820", {}).get("status") in ("ok", "error")
+
+    def __call__(self, sid):
+        s = self.by_id.get(sid)
+        return (s.get("result") or {}) if s and s.get("status") == "ok" else None
+
+
 def fields(page: dict, e820: list[dict], steps) -> list[dict]:
     """Field by field, what the page says against what the BIOS answered in this run (None
     where the run has no answer): the rows summary.md's "Hand-off vs firmware" shows."""
     if not page.get("readable"):
         return []
-    by_id = {s["id"]: s for s in steps}
-
-    def answer(sid):
-        s = by_id.get(sid)
-        return (s.get("result") or {}) if s and s.get("status") == "ok" else None
+    answer = _Answers(steps)
 
     def same_map(a, b):
         return _intervals(a) == _intervals(b)
 
-    e820_done = by_id.get("e820", {}).get("status") in ("ok", "error")
+    e820_done = answer.e820_done
     rows = [{"field": "e820", "kernel": f"{len(page['e820'])} entries",
              "firmware": f"{len(e820)} entries (int 15h E820)" if e820 and e820_done else None,
              "same": same_map(page["e820"], e820) if e820 and e820_done else None}]
@@ -317,11 +326,7 @@ def compare(page: dict, e820: list[dict], steps) -> list[dict]:
     """Every difference between the page and the BIOS's answers in this run, classed."""
     if not page.get("readable"):
         return []
-    by_id = {s["id"]: s for s in steps}
-
-    def answer(sid):
-        s = by_id.get(sid)
-        return (s.get("result") or {}) if s and s.get("status") == "ok" else None
+    answer = _Answers(steps)
 
     diffs: list[dict] = []
 
@@ -329,7 +334,7 @@ def compare(page: dict, e820: list[dict], steps) -> list[dict]:
         diffs.append({"field": field, "kernel": kernel, "firmware": firmware, "class": cls,
                       "why": why})
 
-    e820_done = by_id.get("e820", {}).get("status") in ("ok", "error")
+    e820_done = answer.e820_done
     if e820 and e820_done and not page["e820"] and not page["e820_entries"]:
         add("e820", "0 entries", f"{len(e820)} entries", "wrong",
             "the page hands over no E820 map")
