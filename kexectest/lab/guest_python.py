@@ -196,15 +196,9 @@ def _build(img: lab_image.LabImage, exe: str, key: dict, out: Path, log) -> lab_
                                                        info["version"]}, indent=2) + "\n")
         made = dataclasses.replace(img, kernel=out / img.kernel.name, initrd=out / "initrd.gz",
                                    disks=[out / d.name for d in img.disks], directory=out)
-        (stage / "image.json").write_text(json.dumps(made.to_json(), indent=2) + "\n")
-        if out.exists():
-            os.replace(out, tmp / "old")
-        os.replace(stage, out)
+        lab_image.publish(made, stage, out, tmp)
     except OSError as exc:
-        if exc.errno == 28:
-            raise KexectestError(f"lab build: no space left in {lab_image.cache_root()}",
-                                 Exit.NO_SPACE) from None
-        raise KexectestError(f"lab build: {exc}", Exit.LAB_BUILD) from None
+        raise lab_image.build_failure(exc) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log(f"lab guest with Python {info['version']} ready: {out}")

@@ -569,6 +569,23 @@ def image_dir(inputs: dict) -> Path:
     return cache_root() / digest
 
 
+def publish(image: LabImage, stage: Path, out: Path, tmp: Path) -> None:
+    """Write `image`'s image.json into the staged entry and swap it in as cache entry `out`: the
+    entry appears complete or not at all, and an old one moves to `tmp` (QEMUs already running
+    keep their open files)."""
+    (stage / "image.json").write_text(json.dumps(image.to_json(), indent=2) + "\n")
+    if out.exists():
+        os.replace(out, tmp / "old")
+    os.replace(stage, out)
+
+
+def build_failure(exc: OSError) -> KexectestError:
+    """An OSError while building a cache entry, as one line: no space (exit 18) or the error."""
+    if exc.errno == 28:
+        return KexectestError(f"lab build: no space left in {cache_root()}", Exit.NO_SPACE)
+    return KexectestError(f"lab build: {exc}", Exit.LAB_BUILD)
+
+
 def build_image(kernel: Path | None = None, modules: Path | None = None, *, force: bool = False,
                 log=None, suite: str | None = None) -> LabImage:
     """Build (or find in the cache) the lab image for these inputs.
@@ -684,15 +701,9 @@ def _build(source: KernelSource, suite: str, venv: Path, inputs: dict, out: Path
                          disks=[out / f"disk{d}.img" for d in range(MAX_DISKS)],
                          cmdline=CMDLINE, password=PASSWORD, venv=venv,
                          kernel_version=release or "", directory=out, kernel_suite=suite)
-        (stage / "image.json").write_text(json.dumps(image.to_json(), indent=2) + "\n")
-        if out.exists():  # --force: QEMUs already running keep their open files
-            os.replace(out, tmp / "old")
-        os.replace(stage, out)  # the cache entry appears complete or not at all
+        publish(image, stage, out, tmp)
     except OSError as exc:
-        if exc.errno == 28:
-            raise KexectestError(f"lab build: no space left in {cache_root()}",
-                                 Exit.NO_SPACE) from None
-        raise KexectestError(f"lab build: {exc}", Exit.LAB_BUILD) from None
+        raise build_failure(exc) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     _prune(keep=out)
